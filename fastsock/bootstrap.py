@@ -33,8 +33,13 @@ def ensure_venv(repo: Path) -> Path:
         print(f"[fastsock] creating the virtual environment {vdir}", file=sys.stderr)
         try:
             venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
-        except Exception as exc:  # ensurepip missing on Debian's python3 without python3-venv
-            sys.exit(f"fastsock: cannot create {vdir}: {exc}\n  fix: apt-get install python3-venv")
+        except Exception as exc:  # ensurepip is missing from Debian's python3 without python3-venv
+            if os.geteuid() != 0:
+                sys.exit(f"fastsock: cannot create {vdir}: {exc}\n  fix: apt-get install python3-venv")
+            print("[fastsock] installing python3-venv", file=sys.stderr)
+            subprocess.call(["apt-get", "install", "-y", "-q", "python3-venv"], stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
     print(f"[fastsock] installing pinned Python dependencies from {req.name}", file=sys.stderr)
     rc = subprocess.call(
         [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(req)],

@@ -198,8 +198,12 @@ class SourceCache:
         tmp.rename(repo)
 
     def _commit_base(self, repo: Path, origin: str, sha: str, pin: Pin) -> dict[str, str]:
-        version = tree_version(repo)
-        check_version(version, pin)
+        try:
+            version = tree_version(repo)
+            check_version(version, pin)
+        except SourceError:
+            shutil.rmtree(repo, ignore_errors=True)
+            raise
         log.info("recording the pristine %s tree as git branch %s (once, ~30 s)", version, BASE_BRANCH)
         git = ["git", "-C", repo]
         try:

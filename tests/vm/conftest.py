@@ -1,0 +1,167 @@
+"""tests/vm: tests that need the built kernel.
+
+On the host, every test here (except those marked `host`) is replaced by a
+GuestItem; the first one to run boots one guest with virtme-ng, which runs
+pytest on the same test ids inside the VM and writes one result per test.
+Each host item then passes or fails with its guest result and output. A test
+that skips inside the guest fails on the host: a VM test that skips is not a
+pass. In the guest (FASTSOCK_IN_GUEST=1) the tests run normally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fastsock.paths import Layout
+from fastsock.runner import Runner
+from fastsock.vm import VMRequest, VMResult, VMRunner, kernel_image
+from tests.vm.guest import IN_GUEST, kernel_dir
+
+REPO = Path(__file__).resolve().parents[2]
+VM_TIMEOUT = float(os.environ.get("FASTSOCK_VM_TIMEOUT", "1800"))
+
+
+@dataclass
+class GuestSession:
+    result: VMResult
+    outcomes: dict[str, dict]
+    results_dir: Path
+
+
+_session: GuestSession | None = None
+
+
+def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
+    layout = Layout.default()
+    results_dir = layout.build / "vm-results" / time.strftime("%Y%m%d-%H%M%S")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    kdir = kernel_dir()
+    kernel_image(kdir)  # fails clearly when nothing is built
+    inner = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", "--color=no",
+             "-o", "addopts=", *nodeids]
+    env = {
+        "FASTSOCK_IN_GUEST": "1",
+        "FASTSOCK_RESULTS": str(results_dir / "results.json"),
+        "FASTSOCK_KERNEL_DIR": str(kdir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    req = VMRequest(kernel_dir=kdir, command=shlex.join(inner), cpus=2, memory="2G", timeout=VM_TIMEOUT,
+                    rwdirs=(results_dir,), cwd=REPO, env=env)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write_line(f"\n[fastsock] booting {kdir} for {len(nodeids)} guest tests ...")
+    res = VMRunner(Runner(), layout.cache).run(req)
+    (results_dir / "guest-stdout.txt").write_text(res.stdout)
+    (results_dir / "guest-stderr.txt").write_text(res.stderr)
+    (results_dir / "dmesg.txt").write_text(res.dmesg)
+    try:
+        outcomes = json.loads((results_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        outcomes = {}
+    if reporter:
+        first = outcomes.get("__first_test_uptime__", {}).get("value")
+        reporter.write_line(
+            f"[fastsock] guest exited {res.returncode} after {res.elapsed:.1f} s ({res.accel}); "
+            f"first guest test at guest uptime {first} s; results in {results_dir}"
+        )
+    return GuestSession(res, outcomes, results_dir)
+
+
+def guest_session(config: pytest.Config) -> GuestSession:
+    global _session
+    if _session is None:
+        ids = config.stash.get(_GUEST_IDS, [])
+        _session = _run_guest(config, ids)
+    return _session
+
+
+_GUEST_IDS = pytest.StashKey[list]()
+
+
+class GuestItem(pytest.Item):
+    """Host stand-in for a test that runs inside the guest."""
+
+    def runtest(self) -> None:
+        sess = guest_session(self.config)
+        out = sess.outcomes.get(self.nodeid)
+        if out is None:
+            tail = "\n".join((sess.result.stdout + sess.result.stderr).splitlines()[-60:])
+            raise GuestFailure(
+                f"no result from the guest for {self.nodeid} (guest exit {sess.result.returncode}).\n"
+                f"guest output (tail):\n{tail}"
+            )
+        if out["outcome"] == "skipped":
+            raise GuestFailure(f"skipped in the guest (a VM test that skips is not a pass): {out['longrepr']}")
+        if out["outcome"] != "passed":
+            raise GuestFailure(f"failed in the guest:\n{out['longrepr']}\n{out.get('sections', '')}")
+
+    def repr_failure(self, excinfo, style=None):  # type: ignore[override]
+        if isinstance(excinfo.value, GuestFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):  # type: ignore[override]
+        return self.path, None, f"[guest] {self.name}"
+
+
+class GuestFailure(Exception):
+    pass
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    if IN_GUEST:
+        return
+    ids = []
+    for i, item in enumerate(items):
+        if not str(item.path).startswith(str(Path(__file__).parent)):
+            continue
+        if item.get_closest_marker("host"):
+            continue
+        ids.append(item.nodeid)
+        items[i] = GuestItem.from_parent(item.parent, name=item.name)
+    config.stash[_GUEST_IDS] = ids
+
+
+@pytest.fixture(scope="session")
+def guest(request: pytest.FixtureRequest) -> GuestSession:
+    """For host-side tests: the (single) guest run and its results."""
+    return guest_session(request.config)
+
+
+# -- inside the guest: record each test's outcome for the host ----------------
+
+_results: dict[str, dict] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if IN_GUEST and "__first_test_uptime__" not in _results:
+        uptime = Path("/proc/uptime").read_text().split()[0]
+        _results["__first_test_uptime__"] = {"outcome": "info", "value": uptime}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not IN_GUEST:
+        return
+    cur = _results.setdefault(report.nodeid, {"outcome": "passed", "longrepr": "", "sections": ""})
+    if report.failed:
+        cur["outcome"] = "failed"
+        cur["longrepr"] += f"[{report.when}] {report.longreprtext}\n"
+    elif report.skipped and cur["outcome"] == "passed":
+        cur["outcome"] = "skipped"
+        cur["longrepr"] += report.longreprtext
+    if report.failed:
+        cur["sections"] += "".join(f"--- {name} ---\n{text}\n" for name, text in report.sections)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if IN_GUEST and os.environ.get("FASTSOCK_RESULTS"):
+        Path(os.environ["FASTSOCK_RESULTS"]).write_text(json.dumps(_results, indent=1))

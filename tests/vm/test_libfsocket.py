@@ -1,0 +1,72 @@
+"""libfsocket.so preloaded into a real TCP server: transparent, and its switches work."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.vm.guest import kernel_dir, sh
+
+SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16)
+print('ready', flush=True)
+for _ in range(int(sys.argv[2])):
+    c, _ = s.accept(); c.sendall(c.recv(1024).upper()); c.close()
+"""
+
+
+def run_server(tmp_path, env: dict[str, str], port: int, conns: int = 5) -> tuple[int, str]:
+    (tmp_path / "srv.py").write_text(SERVER)
+    full_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so"), **env}
+    srv = subprocess.Popen([sys.executable, tmp_path / "srv.py", str(port), str(conns)], env=full_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready", srv.stderr.read()
+        for i in range(conns):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(f"hello {i}".encode())
+                assert c.recv(1024) == f"HELLO {i}".encode()
+        rc = srv.wait(timeout=20)
+        return rc, srv.stderr.read()
+    finally:
+        srv.kill()
+
+
+@pytest.fixture
+def no_module():
+    sh("modprobe -r fastsocket", check=False)
+    yield
+
+
+def test_without_module_passes_through_and_warns_once(tmp_path, no_module) -> None:
+    rc, err = run_server(tmp_path, {}, 7101)
+    assert rc == 0
+    assert err.count("fastsocket module not loaded") == 1
+
+
+def test_with_module_no_warning(tmp_path) -> None:
+    sh("modprobe fastsocket")
+    try:
+        rc, err = run_server(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7102)
+    finally:
+        sh("modprobe -r fastsocket")
+    assert rc == 0
+    assert "module found" in err and "not loaded" not in err
+    assert "listen fd" in err
+
+
+def test_disable_switch_is_silent(tmp_path, no_module) -> None:
+    rc, err = run_server(tmp_path, {"FSOCKET_DISABLE": "1"}, 7103)
+    assert rc == 0 and err == ""
+
+
+@pytest.mark.parametrize("bad", ["http", "0", "70000", "80,,", "80;443"])
+def test_bad_ports_value_is_reported_not_fatal(tmp_path, no_module, bad: str) -> None:
+    rc, err = run_server(tmp_path, {"FSOCKET_PORTS": bad}, 7104)
+    assert rc == 0
+    assert f"FSOCKET_PORTS={bad} is not" in err

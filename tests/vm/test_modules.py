@@ -1,0 +1,38 @@
+"""Modules built with the kernel load and unload in the guest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.vm.guest import sh
+
+
+def loaded(name: str) -> bool:
+    return any(line.split()[0] == name for line in Path("/proc/modules").read_text().splitlines())
+
+
+def test_fastsocket_module_loads_and_unloads() -> None:
+    assert not loaded("fastsocket")
+    sh("modprobe fastsocket")
+    try:
+        assert loaded("fastsocket")
+        report = Path("/proc/net/fastsocket").read_text()
+        assert report.startswith("fastsocket ")
+        assert "cpus 2" in report
+    finally:
+        sh("modprobe -r fastsocket")
+    assert not loaded("fastsocket")
+    assert not Path("/proc/net/fastsocket").exists()
+
+
+def test_modinfo_matches_running_kernel() -> None:
+    import os
+
+    info = sh("modinfo -F vermagic fastsocket").stdout.split()
+    assert info[0] == os.uname().release
+
+
+def test_loading_a_missing_module_fails_cleanly() -> None:
+    res = sh("modprobe fastsock-no-such-module", check=False)
+    assert res.returncode != 0
+    assert "not found" in res.stderr
