@@ -49,6 +49,4 @@ def get_arch(name: str) -> Arch:
     try:
         return ARCHES[name]
     except KeyError:
-        raise FastsockError(
-            f"unknown architecture {name!r}", hint=f"use one of: {', '.join(sorted(ARCHES))}"
-        ) from None
+        raise FastsockError(f"unknown architecture {name!r}", hint=f"use one of: {', '.join(sorted(ARCHES))}") from None

@@ -104,8 +104,9 @@ def build_libfsocket(src: Path, outdir: Path, runner: Runner, cross: str | None,
     res = runner.run(["make", "-C", src, f"OUT={outdir}", f"CC={cc}"], check=False)
     logfile.write_text(res.stdout + res.stderr)
     if not res.ok:
-        raise BuildError(f"libfsocket failed to build:\n{(res.stdout + res.stderr)[-2000:]}",
-                         hint=f"full log: {logfile}")
+        raise BuildError(
+            f"libfsocket failed to build:\n{(res.stdout + res.stderr)[-2000:]}", hint=f"full log: {logfile}"
+        )
     return outdir / "libfsocket.so"
 
 

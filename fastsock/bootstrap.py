@@ -37,8 +37,11 @@ def ensure_venv(repo: Path) -> Path:
             if os.geteuid() != 0:
                 sys.exit(f"fastsock: cannot create {vdir}: {exc}\n  fix: apt-get install python3-venv")
             print("[fastsock] installing python3-venv", file=sys.stderr)
-            subprocess.call(["apt-get", "install", "-y", "-q", "python3-venv"], stdin=subprocess.DEVNULL,
-                            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            subprocess.call(
+                ["apt-get", "install", "-y", "-q", "python3-venv"],
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+            )
             venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
     print(f"[fastsock] installing pinned Python dependencies from {req.name}", file=sys.stderr)
     rc = subprocess.call(

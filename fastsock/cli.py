@@ -78,8 +78,7 @@ def cmd_config(ctx: Context) -> int:
     cmd_prepare(ctx)
     kb = ctx.kbuild()
     requested, _ = kb.configure()
-    log.info("%s: %d requested symbols all took effect -> %s/.config",
-             ctx.profile.name, len(requested), kb.req.objdir)
+    log.info("%s: %d requested symbols all took effect -> %s/.config", ctx.profile.name, len(requested), kb.req.objdir)
     return 0
 
 
@@ -97,8 +96,9 @@ def build_all(ctx: Context) -> artifacts.Manifest:
     kver = kb.kernelrelease()
     artifacts.stage(kb.req.objdir, out, ctx.arch.image, kver)
     kb.install_modules(out)
-    lib = artifacts.build_libfsocket(lay.libfsocket, out, ctx.runner, ctx.arch.cross_compile(),
-                                     out / "libfsocket-build.log")
+    lib = artifacts.build_libfsocket(
+        lay.libfsocket, out, ctx.runner, ctx.arch.cross_compile(), out / "libfsocket-build.log"
+    )
     if ctx.args.deb:
         debs = kb.bindeb(out / "deb-build.log")
         (out / "deb").mkdir(exist_ok=True)
@@ -244,19 +244,22 @@ def memory_size(text: str) -> str:
 def make_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--arch", default="x86_64", help="x86_64 (default) or arm64 (cross)")
-    common.add_argument("--profile", default="vm", choices=sorted(kconfig.PROFILES),
-                        help="config profile (default: vm)")
+    common.add_argument(
+        "--profile", default="vm", choices=sorted(kconfig.PROFILES), help="config profile (default: vm)"
+    )
     common.add_argument("--source", type=Path, help="kernel source directory or tarball")
     common.add_argument("-j", "--jobs", type=positive_int, default=(os.cpu_count() or 1) + 1)
-    common.add_argument("--force", action="store_true",
-                        help="discard uncommitted edits in the work tree when re-applying")
+    common.add_argument(
+        "--force", action="store_true", help="discard uncommitted edits in the work tree when re-applying"
+    )
     common.add_argument("--no-ccache", action="store_true", help="build without ccache")
     common.add_argument("--deb", action="store_true", help="also build Debian packages (bindeb-pkg)")
     common.add_argument("-v", "--verbose", action="store_true", help="show every command")
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     parser = argparse.ArgumentParser(
-        prog="build.py", parents=[common],
+        prog="build.py",
+        parents=[common],
         description="Build the fastsock kernel, modules and libfsocket; run the tests.",
         epilog="Without a subcommand, `build` runs.",
     )
@@ -282,8 +285,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 HANDLERS = {
-    "build": cmd_build, "test": cmd_test, "prepare": cmd_prepare, "config": cmd_config,
-    "refresh": cmd_refresh, "export": cmd_export, "lint": cmd_lint, "vm": cmd_vm,
+    "build": cmd_build,
+    "test": cmd_test,
+    "prepare": cmd_prepare,
+    "config": cmd_config,
+    "refresh": cmd_refresh,
+    "export": cmd_export,
+    "lint": cmd_lint,
+    "vm": cmd_vm,
 }
 
 
@@ -303,7 +312,7 @@ def _command_first(argv: list[str]) -> list[str]:
             continue
         if not tok.startswith("-"):
             if tok in COMMANDS:
-                return [tok, *argv[:i], *argv[i + 1:]]
+                return [tok, *argv[:i], *argv[i + 1 :]]
             break
         i += 1
     if any(a in ("-h", "--help") for a in argv[:1]):

@@ -79,8 +79,10 @@ def ensure(needs: tuple[Need, ...], runner: Runner, install: bool = True) -> Non
         runner.run(["apt-get", "update", "-q"], env=env, check=False, timeout=900)
         res = runner.run(["apt-get", "install", "-y", "-q", *pkgs], env=env, check=False, timeout=1800)
     if not res.ok:
-        raise HostError(f"apt-get could not install {' '.join(pkgs)}:\n{res.stderr[-1500:]}",
-                        hint=f"fix apt (network, sources.list), then: {line}")
+        raise HostError(
+            f"apt-get could not install {' '.join(pkgs)}:\n{res.stderr[-1500:]}",
+            hint=f"fix apt (network, sources.list), then: {line}",
+        )
     still = missing(needs)
     if still:
         raise HostError("still missing after install: " + ", ".join(n.probe for n in still))

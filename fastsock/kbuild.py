@@ -183,8 +183,9 @@ class KBuild:
             check=False,
         )
         if not res.ok:
-            raise BuildError(f"modules_install failed:\n{(res.stdout + res.stderr)[-2000:]}",
-                             hint="is kmod (depmod) installed?")
+            raise BuildError(
+                f"modules_install failed:\n{(res.stdout + res.stderr)[-2000:]}", hint="is kmod (depmod) installed?"
+            )
 
     def bindeb(self, logfile: Path) -> list[Path]:
         r = self.req

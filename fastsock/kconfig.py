@@ -39,13 +39,24 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("vm", "tinyconfig", ("vm.config", "vm-{arch}.config", "fastsocket.config"),
-                "small; boots fast under QEMU/virtme-ng"),
-        Profile("server", "defconfig", ("server.config", "fastsocket.config"),
-                "the arch defconfig plus common server NICs as modules"),
-        Profile("debug", "tinyconfig",
-                ("vm.config", "vm-{arch}.config", "fastsocket.config", "debug.config"),
-                "vm plus LOCKDEP, LOCK_STAT, KASAN for reliability tests and lock reports"),
+        Profile(
+            "vm",
+            "tinyconfig",
+            ("vm.config", "vm-{arch}.config", "fastsocket.config"),
+            "small; boots fast under QEMU/virtme-ng",
+        ),
+        Profile(
+            "server",
+            "defconfig",
+            ("server.config", "fastsocket.config"),
+            "the arch defconfig plus common server NICs as modules",
+        ),
+        Profile(
+            "debug",
+            "tinyconfig",
+            ("vm.config", "vm-{arch}.config", "fastsocket.config", "debug.config"),
+            "vm plus LOCKDEP, LOCK_STAT, KASAN for reliability tests and lock reports",
+        ),
     )
 }
 
@@ -71,8 +82,10 @@ def parse(text: str, origin: str = "<config>") -> dict[str, str]:
         elif line.startswith("#"):
             continue
         else:
-            raise ConfigError(f"{origin}:{lineno}: not a config line: {raw!r}",
-                              hint="write CONFIG_NAME=value or '# CONFIG_NAME is not set'")
+            raise ConfigError(
+                f"{origin}:{lineno}: not a config line: {raw!r}",
+                hint="write CONFIG_NAME=value or '# CONFIG_NAME is not set'",
+            )
     return entries
 
 

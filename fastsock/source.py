@@ -188,13 +188,13 @@ class SourceCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         log.info("unpacking %s into the source cache (once, ~20 s)", tarball.name)
-        res = self.runner.run(
-            ["tar", "-xf", tarball, "-C", tmp, "--strip-components=1"], check=False
-        )
+        res = self.runner.run(["tar", "-xf", tarball, "-C", tmp, "--strip-components=1"], check=False)
         if not res.ok:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise SourceError(f"cannot unpack {tarball}: {res.stderr.strip()[-500:]}",
-                              hint="check the file and free disk space (df -h)")
+            raise SourceError(
+                f"cannot unpack {tarball}: {res.stderr.strip()[-500:]}",
+                hint="check the file and free disk space (df -h)",
+            )
         tmp.rename(repo)
 
     def _commit_base(self, repo: Path, origin: str, sha: str, pin: Pin) -> dict[str, str]:

@@ -91,9 +91,7 @@ class WorkTree:
         """Bring the work tree to base + overlay + series; skip if already there."""
         patches = series_mod.check(self.patch_dir)
         want = input_hash(self.overlay, self.patch_dir)
-        base_sha = self.runner.run(
-            ["git", "-C", source.repo, "rev-parse", BASE_BRANCH]
-        ).stdout.strip()
+        base_sha = self.runner.run(["git", "-C", source.repo, "rev-parse", BASE_BRANCH]).stdout.strip()
         state = self.load_state() if (self.path / ".git").is_dir() else None
 
         if state is not None and state.base_sha != base_sha:
@@ -106,9 +104,7 @@ class WorkTree:
                 shutil.rmtree(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             log.info("creating the work tree %s (git clone --shared, ~20 s)", self.path)
-            self.runner.run(
-                ["git", "clone", "-q", "--shared", "-b", BASE_BRANCH, source.repo, self.path]
-            )
+            self.runner.run(["git", "clone", "-q", "--shared", "-b", BASE_BRANCH, source.repo, self.path])
         else:
             if state.input_hash == want and self.git("rev-parse", "HEAD") == state.head:
                 if not self.dirty_files():
@@ -187,11 +183,14 @@ class WorkTree:
         state = self.load_state()
         if state is None:
             raise PatchError(f"no prepared work tree at {self.path}", hint="run `build.py prepare` first")
-        if self.git("rev-parse", "-q", "--verify", "REBASE_HEAD", check=False) or (
-            self.path / ".git" / "rebase-apply"
-        ).exists():
-            raise PatchError("a git am or rebase is in progress in the work tree",
-                             hint="finish it (git am --continue) or abort it first")
+        if (
+            self.git("rev-parse", "-q", "--verify", "REBASE_HEAD", check=False)
+            or (self.path / ".git" / "rebase-apply").exists()
+        ):
+            raise PatchError(
+                "a git am or rebase is in progress in the work tree",
+                hint="finish it (git am --continue) or abort it first",
+            )
         dirty = self.dirty_files()
         if dirty:
             raise PatchError(
@@ -223,8 +222,11 @@ class WorkTree:
         next_no = 1 + max((int(n[:4]) for n in kept if n[:4].isdigit()), default=0)
         new_map: dict[str, str] = {}
         for c in commits:
-            paths = [p for p in self.git("diff-tree", "--no-commit-id", "--name-only", "-r", c).splitlines()
-                     if p in base_files]
+            paths = [
+                p
+                for p in self.git("diff-tree", "--no-commit-id", "--name-only", "-r", c).splitlines()
+                if p in base_files
+            ]
             if not paths:
                 continue
             name = state.patches.get(c)
@@ -274,8 +276,12 @@ class WorkTree:
 
 
 def _failed_file(output: str) -> str | None:
-    for pattern in (r"error: patch failed: (\S+:\d+)", r"error: (\S+): does not exist in index",
-                    r"error: (\S+): already exists in index", r"Patch failed at \d+ (.+)"):
+    for pattern in (
+        r"error: patch failed: (\S+:\d+)",
+        r"error: (\S+): does not exist in index",
+        r"error: (\S+): already exists in index",
+        r"Patch failed at \d+ (.+)",
+    ):
         m = re.search(pattern, output)
         if m:
             return m.group(1)

@@ -19,9 +19,23 @@ from .runner import Runner
 log = logging.getLogger(__name__)
 
 DMESG_NAME = "dmesg.txt"
-BAD_DMESG = ("WARNING:", "BUG:", "BUG ", "Oops", "Kernel panic", "possible circular locking",
-             "possible recursive locking", "inconsistent lock state", "suspicious RCU usage",
-             "KASAN:", "UBSAN:", "general protection fault", "INFO: task", "lockdep", "refcount_t:")
+BAD_DMESG = (
+    "WARNING:",
+    "BUG:",
+    "BUG ",
+    "Oops",
+    "Kernel panic",
+    "possible circular locking",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "KASAN:",
+    "UBSAN:",
+    "general protection fault",
+    "INFO: task",
+    "lockdep",
+    "refcount_t:",
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +102,26 @@ class VMRunner:
                 return bool(cached["works"])
         except (OSError, ValueError, KeyError):
             pass
-        argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
-                "-nographic", "-no-reboot", "-serial", "stdio", "-kernel", str(image),
-                "-append", "console=ttyS0 panic=-1 init=/fastsock-kvm-probe"]
+        argv = [
+            qemu,
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-kernel",
+            str(image),
+            "-append",
+            "console=ttyS0 panic=-1 init=/fastsock-kvm-probe",
+        ]
         try:
             res = self.runner.run(argv, check=False, timeout=30)
             works = res.returncode == 0 and "Linux version" in res.stdout
@@ -104,8 +135,18 @@ class VMRunner:
     # -- run -----------------------------------------------------------
 
     def command_line(self, req: VMRequest, image: Path, kvm: bool, rwdir: Path) -> list[str]:
-        argv = [self.vng, "--run", str(image), "--cpus", str(req.cpus), "--memory", req.memory,
-                "--force-9p", "--rwdir", str(rwdir)]
+        argv = [
+            self.vng,
+            "--run",
+            str(image),
+            "--cpus",
+            str(req.cpus),
+            "--memory",
+            req.memory,
+            "--force-9p",
+            "--rwdir",
+            str(rwdir),
+        ]
         if not kvm:
             argv.append("--disable-kvm")
         for d in req.rwdirs:

@@ -35,9 +35,7 @@ config FAKE_HW
 def make_tree(root: Path, sublevel: int = 117, patchlevel: int = 12) -> Path:
     tree = root / "linux-fake"
     (tree / "net").mkdir(parents=True)
-    (tree / "Makefile").write_text(
-        f"VERSION = 6\nPATCHLEVEL = {patchlevel}\nSUBLEVEL = {sublevel}\nEXTRAVERSION =\n"
-    )
+    (tree / "Makefile").write_text(f"VERSION = 6\nPATCHLEVEL = {patchlevel}\nSUBLEVEL = {sublevel}\nEXTRAVERSION =\n")
     (tree / "Kconfig").write_text(KCONFIG)
     (tree / "net" / "Makefile").write_text("obj-y += core/\nobj-$(CONFIG_INET) += ipv4/\n")
     (tree / "net" / "Kconfig").write_text('source "net/ipv4/Kconfig"\n')
@@ -80,12 +78,21 @@ def layout(tmp_path: Path) -> Layout:
 
 @pytest.fixture
 def pin(tmp_path: Path) -> Pin:
-    return Pin(version="6.12.117", url="https://example.invalid/linux-6.12.117.tar.xz", sha256="",
-               sums_url="", debian_tarball=tmp_path / "absent.tar.xz")
+    return Pin(
+        version="6.12.117",
+        url="https://example.invalid/linux-6.12.117.tar.xz",
+        sha256="",
+        sums_url="",
+        debian_tarball=tmp_path / "absent.tar.xz",
+    )
 
 
 def git(path: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True, env=env).stdout

@@ -10,11 +10,21 @@ from fastsock.runner import Runner
 
 
 def test_manifest_round_trip(tmp_path) -> None:
-    m = artifacts.Manifest(kernel_release="6.12.117-fastsock", arch="x86_64", profile="vm",
-                           source={"origin": "/x", "sha256": "a" * 64, "version": "6.12.117"},
-                           patches=[{"name": "0001-x.patch", "sha256": "b" * 64}], overlay_hash="c",
-                           tree_input_hash="d", config_hash="e", fragments_hash="f", libfsocket_hash="g",
-                           build_seconds=1.5, built_at=artifacts.now(), tools={"gcc": "gcc 12"})
+    m = artifacts.Manifest(
+        kernel_release="6.12.117-fastsock",
+        arch="x86_64",
+        profile="vm",
+        source={"origin": "/x", "sha256": "a" * 64, "version": "6.12.117"},
+        patches=[{"name": "0001-x.patch", "sha256": "b" * 64}],
+        overlay_hash="c",
+        tree_input_hash="d",
+        config_hash="e",
+        fragments_hash="f",
+        libfsocket_hash="g",
+        build_seconds=1.5,
+        built_at=artifacts.now(),
+        tools={"gcc": "gcc 12"},
+    )
     m.write(tmp_path)
     assert artifacts.Manifest.read(tmp_path) == m
     assert artifacts.Manifest.read(tmp_path / "nowhere") is None

@@ -12,8 +12,15 @@ from fastsock.runner import Runner
 
 
 def request(tmp_path, arch: str = "x86_64") -> BuildRequest:
-    return BuildRequest(arch=get_arch(arch), profile=kconfig.get_profile("vm"), srctree=tmp_path / "linux",
-                        objdir=tmp_path / "obj", fragment_dir=tmp_path, jobs=3, logfile=tmp_path / "b.log")
+    return BuildRequest(
+        arch=get_arch(arch),
+        profile=kconfig.get_profile("vm"),
+        srctree=tmp_path / "linux",
+        objdir=tmp_path / "obj",
+        fragment_dir=tmp_path,
+        jobs=3,
+        logfile=tmp_path / "b.log",
+    )
 
 
 def test_diagnose_names_the_failing_file(tmp_path) -> None:

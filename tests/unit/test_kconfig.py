@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_parse_and_last_assignment_wins(tmp_path) -> None:
     a = tmp_path / "a.config"
     b = tmp_path / "b.config"
-    a.write_text("# comment\nCONFIG_A=y\nCONFIG_B=m\nCONFIG_S=\"x y\"\n")
+    a.write_text('# comment\nCONFIG_A=y\nCONFIG_B=m\nCONFIG_S="x y"\n')
     b.write_text("# CONFIG_A is not set\nCONFIG_C=64\n")
     merged = kconfig.merge_fragments([a, b])
     assert merged == {"A": "n", "B": "m", "S": '"x y"', "C": "64"}
@@ -61,8 +61,19 @@ def test_every_profile_has_its_fragments_and_they_parse() -> None:
 
 def test_vm_profile_has_what_virtme_ng_needs() -> None:
     frag = kconfig.merge_fragments(kconfig.PROFILES["vm"].fragment_paths(REPO / "kernel-config", "x86_64"))
-    for sym in ("VIRTIO_PCI", "NET_9P_VIRTIO", "9P_FS", "OVERLAY_FS", "VIRTIO_VSOCKETS", "VETH", "NET_NS",
-                "RPS", "IKCONFIG_PROC", "ACPI", "SERIAL_8250_CONSOLE"):
+    for sym in (
+        "VIRTIO_PCI",
+        "NET_9P_VIRTIO",
+        "9P_FS",
+        "OVERLAY_FS",
+        "VIRTIO_VSOCKETS",
+        "VETH",
+        "NET_NS",
+        "RPS",
+        "IKCONFIG_PROC",
+        "ACPI",
+        "SERIAL_8250_CONSOLE",
+    ):
         assert frag.get(sym) == "y", sym
 
 

@@ -20,7 +20,8 @@ def test_lint_finds_each_problem(tmp_path) -> None:
     (tmp_path / "0004-net-unlisted.patch").write_text(PATCH)
     (tmp_path / "series").write_text(
         "# c\n0001-net-good.patch\n0002-net-nosob.patch\n0003-net-nosubject.patch\n0009-gone.patch\n"
-        "0001-net-good.patch\n")
+        "0001-net-good.patch\n"
+    )
     problems = "\n".join(series.lint(tmp_path))
     assert "0002-net-nosob.patch: no Signed-off-by" in problems
     assert "0003-net-nosubject.patch: no Subject" in problems

@@ -46,7 +46,7 @@ def test_missing_explicit_source(layout, pin, runner, tmp_path) -> None:
 
 def test_other_series_is_rejected(tmp_path, layout, pin, runner) -> None:
     tar = make_tarball(tmp_path, patchlevel=6)
-    with pytest.raises(SourceError, match="6.6.117"):
+    with pytest.raises(SourceError, match=r"6\.6\.117"):
         SourceCache(layout.cache, runner).resolve(pin, tar)
     assert not list((layout.cache / "base").iterdir()), "a rejected source stayed in the cache"
 
@@ -69,7 +69,7 @@ def test_directory_source(tmp_path, layout, pin, runner) -> None:
 def test_pin_validation(tmp_path) -> None:
     p = tmp_path / "pin.toml"
     p.write_text('version = "6.12"\nurl = "x"\n')
-    with pytest.raises(SourceError, match="X.Y.Z"):
+    with pytest.raises(SourceError, match="X\\.Y\\.Z"):
         Pin.load(p)
     p.write_text('version = "6.12.1"\nurl = "x"\nsha256 = "abc"\n')
     with pytest.raises(SourceError, match="64 hex"):

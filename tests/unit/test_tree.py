@@ -64,8 +64,7 @@ def test_prepare_twice_is_a_no_op(wt, source, runner) -> None:
 def test_failing_patch_names_patch_and_file(wt, source, layout) -> None:
     bad = PATCH.replace(" obj-y += core/\n", " obj-y += kore/\n")
     (layout.patches / "0002-net-conflict.patch").write_text(bad.replace("build the fake", "conflict"))
-    (layout.patches / "series").write_text(
-        "0001-net-build-the-fake-directory.patch\n0002-net-conflict.patch\n")
+    (layout.patches / "series").write_text("0001-net-build-the-fake-directory.patch\n0002-net-conflict.patch\n")
     with pytest.raises(PatchError) as exc:
         wt.prepare(source)
     msg = str(exc.value)
@@ -86,8 +85,16 @@ def test_refresh_is_idempotent_and_captures_edits(wt, source, layout) -> None:
     (layout.worktree / "net" / "Kconfig").write_text('source "net/ipv4/Kconfig"\nsource "net/fake/Kconfig"\n')
     (layout.worktree / "net" / "fake" / "Kconfig").write_text("config FAKE\n\tbool\n")
     git(layout.worktree, "add", "-f", "net/fake/Kconfig")
-    git(layout.worktree, "commit", "-q", "-a", "-m", "net: source the fake Kconfig",
-        "-m", "Signed-off-by: Dev <dev@example.invalid>")
+    git(
+        layout.worktree,
+        "commit",
+        "-q",
+        "-a",
+        "-m",
+        "net: source the fake Kconfig",
+        "-m",
+        "Signed-off-by: Dev <dev@example.invalid>",
+    )
     changed = wt.refresh()
     assert "kernel/net/fake/fake.c" in changed and "kernel/net/fake/Kconfig" in changed
     assert (layout.kernel_overlay / "net" / "fake" / "fake.c").read_text() == "int fake = 1;\n"
@@ -95,7 +102,7 @@ def test_refresh_is_idempotent_and_captures_edits(wt, source, layout) -> None:
     assert series[-2:] == ["0001-net-build-the-fake-directory.patch", "0002-net-source-the-fake-Kconfig.patch"]
     new_patch = (layout.patches / "0002-net-source-the-fake-Kconfig.patch").read_text()
     assert "net/fake/Kconfig" not in new_patch.split("\ndiff --git", 1)[1].split("\n")[0]
-    assert "+source \"net/fake/Kconfig\"" in new_patch
+    assert '+source "net/fake/Kconfig"' in new_patch
     assert wt.refresh() == []
     # And the refreshed inputs rebuild the same tree from scratch.
     assert wt.prepare(source).input_hash == input_hash(layout.kernel_overlay, layout.patches)

@@ -37,13 +37,19 @@ def kdir(tmp_path) -> Path:
 
 def test_command_line(kdir, tmp_path) -> None:
     vm = VMRunner(Runner(), tmp_path, vng="vng")
-    req = VMRequest(kernel_dir=kdir, command="pytest -q", cpus=2, memory="1G", rwdirs=(tmp_path / "r",),
-                    cwd=Path("/repo"), env={"A": "b c"})
+    req = VMRequest(
+        kernel_dir=kdir,
+        command="pytest -q",
+        cpus=2,
+        memory="1G",
+        rwdirs=(tmp_path / "r",),
+        cwd=Path("/repo"),
+        env={"A": "b c"},
+    )
     argv = vm.command_line(req, kernel_image(kdir), kvm=False, rwdir=tmp_path / "rw")
     assert argv[:3] == ["vng", "--run", str(kdir / "boot" / "vmlinuz-6.12.117-fastsock")]
     joined = " ".join(argv)
-    for piece in ("--cpus 2", "--memory 1G", "--force-9p", "--disable-kvm", f"--rwdir {tmp_path / 'r'}",
-                  "--cwd /repo"):
+    for piece in ("--cpus 2", "--memory 1G", "--force-9p", "--disable-kvm", f"--rwdir {tmp_path / 'r'}", "--cwd /repo"):
         assert piece in joined
     script = argv[argv.index("--exec") + 1]
     assert script.startswith("export A='b c'; ( pytest -q ); rc=$?; dmesg > ")
@@ -61,7 +67,8 @@ def test_exit_code_and_dmesg_come_back(kdir, tmp_path) -> None:
 
 def test_timeout_returns_124_with_output(kdir, tmp_path) -> None:
     res = VMRunner(FakeRunner(timeout=True), tmp_path).run(
-        VMRequest(kernel_dir=kdir, command="sleep 1000", accel="tcg", timeout=5))
+        VMRequest(kernel_dir=kdir, command="sleep 1000", accel="tcg", timeout=5)
+    )
     assert res.timed_out and res.stdout == "booting" and "timed out after 5 s" in res.stderr
 
 
@@ -72,13 +79,17 @@ def test_missing_udev_is_named(kdir, tmp_path) -> None:
 
 
 def test_no_kernel_built(tmp_path) -> None:
-    with pytest.raises(VMError, match="build.py"):
+    with pytest.raises(VMError, match=r"build\.py"):
         kernel_image(tmp_path)
 
 
 def test_dmesg_problems() -> None:
     clean = "[    0.000000] Linux version 6.12\n[    1.0] fastsocket: loaded\n"
     assert dmesg_problems(clean) == []
-    for bad in ("[ 2.1] WARNING: CPU: 1 PID: 5 at net/core/sock.c:1 x", "[ 3.0] BUG: KASAN: use-after-free",
-                "[ 4.0] WARNING: possible circular locking dependency detected", "[ 5] Kernel panic - not syncing"):
+    for bad in (
+        "[ 2.1] WARNING: CPU: 1 PID: 5 at net/core/sock.c:1 x",
+        "[ 3.0] BUG: KASAN: use-after-free",
+        "[ 4.0] WARNING: possible circular locking dependency detected",
+        "[ 5] Kernel panic - not syncing",
+    ):
         assert dmesg_problems(clean + bad + "\n") == [bad]

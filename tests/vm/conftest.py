@@ -45,8 +45,19 @@ def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
     results_dir.mkdir(parents=True, exist_ok=True)
     kdir = kernel_dir()
     kernel_image(kdir)  # fails clearly when nothing is built
-    inner = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", "--color=no",
-             "-o", "addopts=", *nodeids]
+    inner = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rA",
+        "--color=no",
+        "-o",
+        "addopts=",
+        *nodeids,
+    ]
     env = {
         "FASTSOCK_IN_GUEST": "1",
         "FASTSOCK_RESULTS": str(results_dir / "results.json"),
@@ -54,8 +65,16 @@ def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }
-    req = VMRequest(kernel_dir=kdir, command=shlex.join(inner), cpus=2, memory="2G", timeout=VM_TIMEOUT,
-                    rwdirs=(results_dir,), cwd=REPO, env=env)
+    req = VMRequest(
+        kernel_dir=kdir,
+        command=shlex.join(inner),
+        cpus=2,
+        memory="2G",
+        timeout=VM_TIMEOUT,
+        rwdirs=(results_dir,),
+        cwd=REPO,
+        env=env,
+    )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter:
         reporter.write_line(f"\n[fastsock] booting {kdir} for {len(nodeids)} guest tests ...")

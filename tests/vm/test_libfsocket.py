@@ -23,8 +23,13 @@ for _ in range(int(sys.argv[2])):
 def run_server(tmp_path, env: dict[str, str], port: int, conns: int = 5) -> tuple[int, str]:
     (tmp_path / "srv.py").write_text(SERVER)
     full_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so"), **env}
-    srv = subprocess.Popen([sys.executable, tmp_path / "srv.py", str(port), str(conns)], env=full_env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    srv = subprocess.Popen(
+        [sys.executable, tmp_path / "srv.py", str(port), str(conns)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert srv.stdout.readline().strip() == "ready", srv.stderr.read()
         for i in range(conns):

@@ -40,7 +40,8 @@ def veth_pair():
         sh("ip link add vA netns fsA type veth peer name vB netns fsB")
         sh("ip -n fsA addr add 10.99.0.1/24 dev vA && ip -n fsB addr add 10.99.0.2/24 dev vB")
         sh("ip -n fsA addr add fd99::1/64 dev vA nodad && ip -n fsB addr add fd99::2/64 dev vB nodad")
-        sh("ip -n fsA link set vA up && ip -n fsB link set vB up && ip -n fsA link set lo up && ip -n fsB link set lo up")
+        for ns, dev in (("fsA", "vA"), ("fsB", "vB")):
+            sh(f"ip -n {ns} link set {dev} up && ip -n {ns} link set lo up")
         yield
     finally:
         sh("ip netns del fsA; ip netns del fsB", check=False)
@@ -54,8 +55,11 @@ def test_tcp_across_veth(veth_pair, server_addr: str, tmp_path) -> None:
     (tmp_path / "srv.py").write_text(SERVER)
     (tmp_path / "cli.py").write_text(CLIENT)
     conns = 4
-    srv = subprocess.Popen(["ip", "netns", "exec", "fsB", sys.executable, tmp_path / "srv.py", server_addr,
-                            str(conns)], stdout=subprocess.PIPE, text=True)
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", "fsB", sys.executable, tmp_path / "srv.py", server_addr, str(conns)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert srv.stdout.readline().strip() == "ready"
         for size in (1, 1 << 20, 3 << 20, 65537):

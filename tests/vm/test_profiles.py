@@ -20,9 +20,15 @@ def test_profile_config_resolves(profile: str) -> None:
     if not (lay.worktree / "Makefile").exists():
         pytest.fail("no prepared work tree: run `python3 build.py prepare` (build.py test does)")
     prof = kconfig.get_profile(profile)
-    req = BuildRequest(arch=get_arch("x86_64"), profile=prof, srctree=lay.worktree,
-                       objdir=lay.objdir("x86_64", profile), fragment_dir=lay.config_fragments,
-                       jobs=os.cpu_count() or 1, logfile=lay.out / "x86_64" / profile / "build.log")
+    req = BuildRequest(
+        arch=get_arch("x86_64"),
+        profile=prof,
+        srctree=lay.worktree,
+        objdir=lay.objdir("x86_64", profile),
+        fragment_dir=lay.config_fragments,
+        jobs=os.cpu_count() or 1,
+        logfile=lay.out / "x86_64" / profile / "build.log",
+    )
     requested, digest = KBuild(req, Runner()).configure()
     final = kconfig.parse((req.objdir / ".config").read_text())
     assert requested and all(final.get(n, "n") == v for n, v in requested.items())
