@@ -80,7 +80,8 @@ class KBuild:
 
     def make_args(self, *targets: str) -> list[str]:
         r = self.req
-        args = ["make", "-C", str(r.srctree), f"O={r.objdir}", f"ARCH={r.arch.kernel_arch}"]
+        # LOCALVERSION= (empty): no "+" suffix for the git work tree; the fragment sets -fastsock.
+        args = ["make", "-C", str(r.srctree), f"O={r.objdir}", f"ARCH={r.arch.kernel_arch}", "LOCALVERSION="]
         cross = r.arch.cross_compile()
         if cross:
             if not shutil.which(f"{cross}gcc"):

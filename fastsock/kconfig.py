@@ -134,7 +134,7 @@ def check(requested: dict[str, str], final: dict[str, str], kconfig: KconfigInde
         got = final.get(name, "n")
         if got == want:
             continue
-        why = kconfig.explain(name, final) if kconfig else ""
+        why = kconfig.explain(name, final, want) if kconfig else ""
         bad.append(Mismatch(name, want, got, why))
     return bad
 
@@ -158,6 +158,7 @@ def fragments_hash(paths: list[Path], base: str) -> str:
 _CONFIG_RE = re.compile(r"^\s*(?:menu)?config\s+(\w+)\s*$")
 _DEPENDS_RE = re.compile(r"^\s*depends\s+on\s+(.+?)\s*$")
 _PROMPT_RE = re.compile(r'^\s*(?:(?:bool|tristate|string|int|hex)\s+"|prompt\s+")')
+_TYPE_RE = re.compile(r"^\s*(bool|tristate|string|int|hex|def_bool|def_tristate)\b")
 _IF_RE = re.compile(r"^\s*if\s+(.+?)\s*$")
 _BLOCK_END = re.compile(r"^\s*(?:config|menuconfig|choice|endchoice|menu|endmenu|if|endif|source|comment|mainmenu)\b")
 
@@ -167,6 +168,7 @@ class SymbolInfo:
     depends: list[str]
     has_prompt: bool
     where: str
+    type: str = ""
 
 
 class KconfigIndex:
@@ -223,13 +225,19 @@ class KconfigIndex:
                     current.depends.append(m.group(1))
                 elif menu_open and conds and conds[-1] is None:
                     conds[-1] = m.group(1)
+            elif current is not None and (t := _TYPE_RE.match(line)):
+                current.type = current.type or t.group(1).replace("def_", "")
+                if _PROMPT_RE.match(line):
+                    current.has_prompt = True
             elif current is not None and _PROMPT_RE.match(line):
                 current.has_prompt = True
 
-    def explain(self, name: str, final: dict[str, str]) -> str:
+    def explain(self, name: str, final: dict[str, str], wanted: str | None = None) -> str:
         info = self.symbols.get(name)
         if info is None:
             return "no such symbol in this kernel's Kconfig (misspelt, or removed upstream)"
+        if wanted == "m" and info.type == "bool":
+            return f"it is a bool, so 'm' is not a valid value: use y [{info.where}]"
         parts = []
         unmet = []
         for expr in info.depends:

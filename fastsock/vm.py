@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .runner import Runner
 log = logging.getLogger(__name__)
 
 DMESG_NAME = "dmesg.txt"
+SCRIPT_NAME = "guest-command.sh"
 BAD_DMESG = (
     "WARNING:",
     "BUG:",
@@ -83,7 +85,7 @@ class VMRunner:
     def __init__(self, runner: Runner, cache: Path, vng: str | None = None) -> None:
         self.runner = runner
         self.cache = cache
-        self.vng = vng or shutil.which("vng") or "vng"
+        self.vng = vng or shutil.which("vng") or str(Path(sys.executable).parent / "vng")
 
     # -- KVM -----------------------------------------------------------
 
@@ -155,10 +157,13 @@ class VMRunner:
             argv += ["--cwd", str(req.cwd)]
         for a in req.append:
             argv += ["--append", a]
-        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in req.env.items())
+        # The script goes in a file: virtme-ng passes --exec on the kernel command line,
+        # which is limited to 2 KiB.
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in req.env.items())
         dmesg = shlex.quote(str(rwdir / DMESG_NAME))
-        script = f"{exports}( {req.command} ); rc=$?; dmesg > {dmesg} 2>&1; exit $rc"
-        return [*argv, "--exec", script]
+        script = rwdir / SCRIPT_NAME
+        script.write_text(f"{exports}( {req.command} )\nrc=$?\ndmesg > {dmesg} 2>&1\nexit $rc\n")
+        return [*argv, "--exec", f"sh {shlex.quote(str(script))}"]
 
     def run(self, req: VMRequest) -> VMResult:
         image = kernel_image(req.kernel_dir)
@@ -175,7 +180,9 @@ class VMRunner:
             log.debug("$ %s", shlex.join(argv))
             start = time.monotonic()
             try:
-                res = self.runner.run(argv, check=False, timeout=req.timeout)
+                # vng runs virtme-run from PATH: put the venv's bin directory first.
+                path = f"{Path(self.vng).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+                res = self.runner.run(argv, check=False, timeout=req.timeout, env={"PATH": path})
                 rc, out, err = res.returncode, res.stdout, res.stderr
             except subprocess.TimeoutExpired as exc:
                 rc = 124

@@ -29,6 +29,9 @@ endmenu
 
 config FAKE_HW
 \tbool
+
+config FAKE_BOOL
+\tbool "A bool"
 """
 
 

@@ -34,10 +34,11 @@ def test_apply_replaces_and_appends() -> None:
 def test_check_catches_a_dropped_symbol_and_explains_it(tmp_path) -> None:
     tree = make_tree(tmp_path)
     index = kconfig.KconfigIndex(tree, "x86")
-    requested = {"NET": "y", "INET": "y", "FAKE_FEATURE": "m", "OLD_GONE": "y", "OFF": "n"}
+    requested = {"NET": "y", "INET": "y", "FAKE_FEATURE": "m", "OLD_GONE": "y", "OFF": "n", "FAKE_BOOL": "m"}
     final = {"NET": "y", "INET": "y"}  # what olddefconfig left
     bad = {m.name: m for m in kconfig.check(requested, final, index)}
-    assert set(bad) == {"FAKE_FEATURE", "OLD_GONE"}
+    assert set(bad) == {"FAKE_FEATURE", "OLD_GONE", "FAKE_BOOL"}
+    assert "it is a bool" in bad["FAKE_BOOL"].why
     assert "unmet: FAKE_HW=n" in bad["FAKE_FEATURE"].why
     assert "INET && FAKE_HW" in bad["FAKE_FEATURE"].why
     assert "no such symbol" in bad["OLD_GONE"].why

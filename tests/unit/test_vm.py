@@ -36,6 +36,7 @@ def kdir(tmp_path) -> Path:
 
 
 def test_command_line(kdir, tmp_path) -> None:
+    (tmp_path / "rw").mkdir()
     vm = VMRunner(Runner(), tmp_path, vng="vng")
     req = VMRequest(
         kernel_dir=kdir,
@@ -51,9 +52,10 @@ def test_command_line(kdir, tmp_path) -> None:
     joined = " ".join(argv)
     for piece in ("--cpus 2", "--memory 1G", "--force-9p", "--disable-kvm", f"--rwdir {tmp_path / 'r'}", "--cwd /repo"):
         assert piece in joined
-    script = argv[argv.index("--exec") + 1]
-    assert script.startswith("export A='b c'; ( pytest -q ); rc=$?; dmesg > ")
-    assert script.endswith("exit $rc")
+    assert argv[argv.index("--exec") + 1] == f"sh {tmp_path / 'rw' / 'guest-command.sh'}"
+    script = (tmp_path / "rw" / "guest-command.sh").read_text()
+    assert script.startswith("export A='b c'\n( pytest -q )\nrc=$?\ndmesg > ")
+    assert script.endswith("exit $rc\n")
     kvm_argv = vm.command_line(req, kernel_image(kdir), kvm=True, rwdir=tmp_path / "rw")
     assert "--disable-kvm" not in kvm_argv
 
