@@ -48,6 +48,7 @@ VM_NEEDS = (
 DEB_NEEDS = (
     Need("dpkg-dev", "dpkg-buildpackage", "make bindeb-pkg"),
     Need("rsync", "rsync", "make bindeb-pkg headers"),
+    Need("debhelper", "dh", "make bindeb-pkg build dependency (debhelper-compat)"),
 )
 
 

@@ -206,6 +206,11 @@ class KBuild:
                 break
         if culprit is None:
             for line in lines:
+                if re.match(r"^[\w.-]+: error: ", line):  # a tool's own error, e.g. dpkg-checkbuilddeps
+                    culprit = line.strip()
+                    break
+        if culprit is None:
+            for line in lines:
                 if m := MAKE_ERR_RE.search(line):
                     culprit = f"make target {m.group('target')} (in {m.group('mk')})"
                     break

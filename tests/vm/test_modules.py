@@ -16,9 +16,13 @@ def test_fastsocket_module_loads_and_unloads() -> None:
     sh("modprobe fastsocket")
     try:
         assert loaded("fastsocket")
-        report = Path("/proc/net/fastsocket").read_text()
-        assert report.startswith("fastsocket ")
-        assert "cpus 2" in report
+        lines = Path("/proc/net/fastsocket").read_text().splitlines()
+        assert lines[0].startswith("fastsocket ")
+        assert "listen_spawn 1" in lines  # the default: manual
+        header = lines.index("cpu listen_local listen_global accept_local accept_empty spawned migrated")
+        rows = [line.split() for line in lines[header + 1 :]]
+        assert [r[0] for r in rows] == ["cpu0", "cpu1"]
+        assert all(len(r) == 7 and all(v.isdigit() for v in r[1:]) for r in rows)
     finally:
         sh("modprobe -r fastsocket")
     assert not loaded("fastsocket")

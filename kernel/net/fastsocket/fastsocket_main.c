@@ -1,41 +1,285 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Fastsocket: per-core TCP connection locality.
+ * Fastsocket: per-core TCP connection locality, the loadable half.
  *
- * This file holds the module's life cycle and its /proc/net/fastsocket
- * report. User space (libfsocket) looks for that file to decide whether
- * the kernel side is present.
+ * The module owns the policy and the user interface: the listen_spawn
+ * parameter, the TCP_FASTSOCKET_* socket options (include/uapi/linux/
+ * fastsocket.h) and /proc/net/fastsocket. The mechanism lives in the
+ * built-in net/fastsocket/hooks.c behind static keys this module turns
+ * on. Unloading shuts every local listener down (their queued
+ * connections move to the global listeners) before the keys go off.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/cpumask.h>
+#include <linux/file.h>
 #include <linux/init.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/net.h>
 #include <linux/proc_fs.h>
+#include <linux/sched.h>
 #include <linux/seq_file.h>
+#include <net/fastsocket.h>
+#include <net/inet_connection_sock.h>
 #include <net/net_namespace.h>
+#include <net/sock.h>
 
-#define FASTSOCKET_VERSION "0.1"
+#define FASTSOCKET_VERSION "0.2"
+
+enum {
+	FS_SPAWN_OFF,		/* no local listeners; options fail */
+	FS_SPAWN_MANUAL,	/* the caller names the CPU, or is pinned */
+	FS_SPAWN_AUTO,		/* unpinned callers get the CPU they run on */
+};
+
+/* Serialises control operations, mode changes and unload. */
+static DEFINE_MUTEX(fs_mutex);
+static bool fs_loaded;
+static int listen_spawn = FS_SPAWN_MANUAL;
+
+/* Shut down every group's local listeners and detach the groups. */
+static void fs_disable_all(void)
+{
+	lockdep_assert_held(&fs_mutex);
+	for (;;) {
+		struct fastsocket_group *group;
+		struct sock *g = NULL;
+
+		spin_lock_bh(&fastsocket_groups_lock);
+		group = list_first_entry_or_null(&fastsocket_groups,
+						 struct fastsocket_group, node);
+		if (group) {
+			g = group->global;
+			sock_hold(g);
+		}
+		spin_unlock_bh(&fastsocket_groups_lock);
+		if (!g)
+			break;
+		fastsocket_group_disable(g);
+		sock_put(g);
+	}
+}
+
+static int listen_spawn_set(const char *val, const struct kernel_param *kp)
+{
+	int mode, err;
+
+	err = kstrtoint(val, 10, &mode);
+	if (err)
+		return err;
+	if (mode < FS_SPAWN_OFF || mode > FS_SPAWN_AUTO)
+		return -EINVAL;
+	mutex_lock(&fs_mutex);
+	if (fs_loaded && mode == FS_SPAWN_OFF && listen_spawn != FS_SPAWN_OFF) {
+		fs_disable_all();
+		static_branch_disable(&fastsocket_listen_key);
+	} else if (fs_loaded && mode != FS_SPAWN_OFF &&
+		   listen_spawn == FS_SPAWN_OFF) {
+		static_branch_enable(&fastsocket_listen_key);
+	}
+	WRITE_ONCE(listen_spawn, mode);
+	mutex_unlock(&fs_mutex);
+	return 0;
+}
+
+static const struct kernel_param_ops listen_spawn_ops = {
+	.set = listen_spawn_set,
+	.get = param_get_int,
+};
+module_param_cb(listen_spawn, &listen_spawn_ops, &listen_spawn, 0644);
+MODULE_PARM_DESC(listen_spawn,
+		 "per-CPU local listeners: 0 off, 1 manual (default), 2 automatic");
+
+static int fs_resolve_cpu(int cpu)
+{
+	if (cpu >= 0)
+		return cpu;
+	if (cpu != -1)
+		return -EINVAL;
+	if (current->nr_cpus_allowed == 1)
+		return cpumask_first(current->cpus_ptr);
+	if (READ_ONCE(listen_spawn) == FS_SPAWN_AUTO)
+		return raw_smp_processor_id();
+	return -EINVAL;
+}
+
+static int fs_set_listen(struct sock *sk, sockptr_t optval, unsigned int optlen)
+{
+	int val, err;
+
+	if (optlen != sizeof(val))
+		return -EINVAL;
+	if (copy_from_sockptr(&val, optval, sizeof(val)))
+		return -EFAULT;
+	if (val != 0 && val != 1)
+		return -EINVAL;
+	mutex_lock(&fs_mutex);
+	if (READ_ONCE(listen_spawn) == FS_SPAWN_OFF) {
+		err = -EOPNOTSUPP;
+	} else if (val) {
+		err = fastsocket_group_enable(sk);
+	} else {
+		fastsocket_group_disable(sk);
+		err = 0;
+	}
+	mutex_unlock(&fs_mutex);
+	return err;
+}
+
+static int fs_set_local(struct sock *sk, sockptr_t optval, unsigned int optlen)
+{
+	struct fastsocket_local req;
+	struct socket *gsock;
+	int cpu, err;
+
+	if (optlen != sizeof(req))
+		return -EINVAL;
+	if (copy_from_sockptr(&req, optval, sizeof(req)))
+		return -EFAULT;
+	gsock = sockfd_lookup(req.listen_fd, &err);
+	if (!gsock)
+		return err;
+	err = -EINVAL;
+	if (gsock->sk == sk || gsock->sk->sk_type != SOCK_STREAM ||
+	    gsock->sk->sk_protocol != IPPROTO_TCP)
+		goto out;
+	mutex_lock(&fs_mutex);
+	if (READ_ONCE(listen_spawn) == FS_SPAWN_OFF) {
+		err = -EOPNOTSUPP;
+	} else {
+		cpu = fs_resolve_cpu(req.cpu);
+		err = cpu < 0 ? cpu : fastsocket_spawn(gsock->sk, sk, cpu);
+	}
+	mutex_unlock(&fs_mutex);
+out:
+	sockfd_put(gsock);
+	return err;
+}
+
+static int fs_setsockopt(struct sock *sk, int optname, sockptr_t optval,
+			 unsigned int optlen)
+{
+	switch (optname) {
+	case TCP_FASTSOCKET_LISTEN:
+		return fs_set_listen(sk, optval, optlen);
+	case TCP_FASTSOCKET_LOCAL:
+		return fs_set_local(sk, optval, optlen);
+	default:
+		return -ENOPROTOOPT;	/* TCP_FASTSOCKET_INFO is read-only */
+	}
+}
+
+static void fs_fill_info(struct sock *sk, struct fastsocket_info *info)
+{
+	struct fastsocket_sk *fs;
+	unsigned int cpu;
+
+	info->cpu = -1;
+	rcu_read_lock();
+	fs = rcu_dereference(inet_csk(sk)->icsk_fastsocket);
+	if (fs && fs->local) {
+		struct fastsocket_local_sk *fl =
+			container_of(fs, struct fastsocket_local_sk, hdr);
+
+		info->flags |= FASTSOCKET_INFO_LOCAL;
+		info->cpu = fl->cpu;
+	} else if (fs) {
+		struct fastsocket_group *group =
+			container_of(fs, struct fastsocket_group, hdr);
+
+		info->flags |= FASTSOCKET_INFO_ENABLED;
+		for (cpu = 0; cpu < nr_cpu_ids; cpu++)
+			if (rcu_access_pointer(group->local[cpu]))
+				info->nr_local++;
+	}
+	rcu_read_unlock();
+}
+
+static int fs_getsockopt(struct sock *sk, int optname, sockptr_t optval,
+			 sockptr_t optlen)
+{
+	struct fastsocket_info info = {};
+	int len;
+
+	if (optname != TCP_FASTSOCKET_INFO)
+		return -ENOPROTOOPT;
+	if (copy_from_sockptr(&len, optlen, sizeof(len)))
+		return -EFAULT;
+	if (len < (int)sizeof(info))
+		return -EINVAL;
+	fs_fill_info(sk, &info);
+	len = sizeof(info);
+	if (copy_to_sockptr(optlen, &len, sizeof(len)) ||
+	    copy_to_sockptr(optval, &info, len))
+		return -EFAULT;
+	return 0;
+}
+
+static const struct fastsocket_sockopt_ops fs_ops = {
+	.setsockopt	= fs_setsockopt,
+	.getsockopt	= fs_getsockopt,
+	.owner		= THIS_MODULE,
+};
 
 static int fastsocket_proc_show(struct seq_file *seq, void *v)
 {
+	struct fastsocket_group *group;
+	unsigned int groups = 0;
+	int cpu;
+
+	spin_lock_bh(&fastsocket_groups_lock);
+	list_for_each_entry(group, &fastsocket_groups, node)
+		groups++;
+	spin_unlock_bh(&fastsocket_groups_lock);
+
 	seq_printf(seq, "fastsocket %s\n", FASTSOCKET_VERSION);
-	seq_printf(seq, "cpus %u\n", num_online_cpus());
+	seq_printf(seq, "listen_spawn %d\n", READ_ONCE(listen_spawn));
+	seq_printf(seq, "groups %u\n", groups);
+	seq_puts(seq, "cpu listen_local listen_global accept_local accept_empty spawned migrated\n");
+	for_each_possible_cpu(cpu) {
+		const struct fastsocket_stats *st = per_cpu_ptr(&fastsocket_stats, cpu);
+
+		seq_printf(seq, "cpu%d %llu %llu %llu %llu %llu %llu\n", cpu,
+			   READ_ONCE(st->listen_local), READ_ONCE(st->listen_global),
+			   READ_ONCE(st->accept_local), READ_ONCE(st->accept_empty),
+			   READ_ONCE(st->spawned), READ_ONCE(st->migrated));
+	}
 	return 0;
 }
 
 static int __init fastsocket_init(void)
 {
+	int err;
+
 	if (!proc_create_single("fastsocket", 0444, init_net.proc_net,
 				fastsocket_proc_show))
 		return -ENOMEM;
-	pr_info("loaded (version %s)\n", FASTSOCKET_VERSION);
+	err = fastsocket_register(&fs_ops);
+	if (err) {
+		remove_proc_entry("fastsocket", init_net.proc_net);
+		return err;
+	}
+	mutex_lock(&fs_mutex);
+	fs_loaded = true;
+	if (listen_spawn != FS_SPAWN_OFF)
+		static_branch_enable(&fastsocket_listen_key);
+	mutex_unlock(&fs_mutex);
+	pr_info("loaded (version %s, listen_spawn=%d)\n", FASTSOCKET_VERSION,
+		listen_spawn);
 	return 0;
 }
 
 static void __exit fastsocket_exit(void)
 {
+	fastsocket_unregister(&fs_ops);
+	mutex_lock(&fs_mutex);
+	fs_disable_all();
+	if (listen_spawn != FS_SPAWN_OFF)
+		static_branch_disable(&fastsocket_listen_key);
+	fs_loaded = false;
+	mutex_unlock(&fs_mutex);
 	remove_proc_entry("fastsocket", init_net.proc_net);
 	pr_info("unloaded\n");
 }

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Fastsocket: hooks the TCP stack calls, and the state they share with
+ * fastsocket.ko. The hooks are built in (net/fastsocket/hooks.c) and sit
+ * behind static keys that only the module turns on, so a kernel without
+ * the module loaded runs the stock code paths.
+ */
+#ifndef _NET_FASTSOCKET_H
+#define _NET_FASTSOCKET_H
+
+#include <linux/jump_label.h>
+#include <linux/percpu.h>
+#include <linux/refcount.h>
+#include <linux/sockptr.h>
+#include <linux/spinlock.h>
+#include <net/inet_connection_sock.h>
+#include <uapi/linux/fastsocket.h>
+
+struct sock;
+struct proto_accept_arg;
+
+/* What inet_csk(sk)->icsk_fastsocket points to: a group or a local. */
+struct fastsocket_sk {
+	bool	local;
+};
+
+/* An enabled listening socket and its per-CPU local listeners. */
+struct fastsocket_group {
+	struct fastsocket_sk	hdr;
+	refcount_t		refcnt;		/* the global's, one per local */
+	struct sock		*global;	/* holds a reference */
+	struct list_head	node;		/* fastsocket_groups */
+	spinlock_t		lock;		/* local[] updates */
+	struct rcu_head		rcu;
+	struct sock __rcu	*local[];	/* nr_cpu_ids */
+};
+
+/* A local listener: what it serves, and its sk_destruct to restore. */
+struct fastsocket_local_sk {
+	struct fastsocket_sk	hdr;
+	struct fastsocket_group	*group;		/* holds a group reference */
+	void			(*orig_destruct)(struct sock *sk);
+	int			cpu;
+};
+
+struct fastsocket_stats {
+	u64	listen_local;	/* listener lookups answered by a local */
+	u64	listen_global;	/* enabled listener, no local on this CPU */
+	u64	accept_local;	/* accept() on a global served by its local */
+	u64	accept_empty;	/* non-blocking accept() found both empty */
+	u64	spawned;	/* local listeners created */
+	u64	migrated;	/* queued connections moved to the global */
+};
+
+/* Socket options the module implements (registered at load). */
+struct fastsocket_sockopt_ops {
+	int (*setsockopt)(struct sock *sk, int optname, sockptr_t optval,
+			  unsigned int optlen);
+	int (*getsockopt)(struct sock *sk, int optname, sockptr_t optval,
+			  sockptr_t optlen);
+	struct module *owner;
+};
+
+#if IS_ENABLED(CONFIG_FASTSOCKET)
+DECLARE_STATIC_KEY_FALSE(fastsocket_listen_key);
+DECLARE_PER_CPU(struct fastsocket_stats, fastsocket_stats);
+extern struct list_head fastsocket_groups;
+extern spinlock_t fastsocket_groups_lock;
+
+struct sock *__fastsocket_listen_redirect(struct sock *sk);
+bool __fastsocket_accept(struct sock *sk, struct proto_accept_arg *arg,
+			 struct sock **newsk);
+struct sock *__fastsocket_migrate_target(struct sock *sk);
+void fastsocket_listen_stop(struct sock *sk);
+void __fastsocket_clone(struct sock *newsk, const struct sock *sk);
+int fastsocket_setsockopt(struct sock *sk, int optname, sockptr_t optval,
+			  unsigned int optlen);
+int fastsocket_getsockopt(struct sock *sk, int optname, sockptr_t optval,
+			  sockptr_t optlen);
+
+int fastsocket_register(const struct fastsocket_sockopt_ops *ops);
+void fastsocket_unregister(const struct fastsocket_sockopt_ops *ops);
+int fastsocket_group_enable(struct sock *g);
+void fastsocket_group_disable(struct sock *g);
+int fastsocket_spawn(struct sock *g, struct sock *l, int cpu);
+void fastsocket_shutdown_local(struct sock *l);
+
+static inline bool fastsocket_optname(int optname)
+{
+	return optname >= TCP_FASTSOCKET_LISTEN &&
+	       optname <= TCP_FASTSOCKET_INFO;
+}
+
+/* After a listener lookup: this CPU's local listener of the result, if any. */
+static inline struct sock *fastsocket_listen_redirect(struct sock *sk)
+{
+	if (static_branch_unlikely(&fastsocket_listen_key) && sk)
+		return __fastsocket_listen_redirect(sk);
+	return sk;
+}
+
+/* In accept(): true when fastsocket answered (*newsk, arg->err set). */
+static inline bool fastsocket_accept(struct sock *sk,
+				     struct proto_accept_arg *arg,
+				     struct sock **newsk)
+{
+	if (static_branch_unlikely(&fastsocket_listen_key))
+		return __fastsocket_accept(sk, arg, newsk);
+	return false;
+}
+
+/* A child inherits nothing fastsocket from its listener. */
+static inline void fastsocket_clone(struct sock *newsk, const struct sock *sk)
+{
+	if (unlikely(rcu_access_pointer(inet_csk(sk)->icsk_fastsocket)))
+		__fastsocket_clone(newsk, sk);
+}
+
+/*
+ * A closed local listener's queue goes to its global (returned with a
+ * reference). Not behind the key: a local listener left over after the
+ * module is unloaded still hands its half-open requests back.
+ */
+static inline struct sock *fastsocket_migrate_target(struct sock *sk)
+{
+	if (unlikely(rcu_access_pointer(inet_csk(sk)->icsk_fastsocket)))
+		return __fastsocket_migrate_target(sk);
+	return NULL;
+}
+#else
+static inline bool fastsocket_optname(int optname) { return false; }
+static inline struct sock *fastsocket_listen_redirect(struct sock *sk)
+{
+	return sk;
+}
+
+static inline bool fastsocket_accept(struct sock *sk,
+				     struct proto_accept_arg *arg,
+				     struct sock **newsk)
+{
+	return false;
+}
+
+static inline struct sock *fastsocket_migrate_target(struct sock *sk)
+{
+	return NULL;
+}
+
+static inline void fastsocket_listen_stop(struct sock *sk) {}
+static inline void fastsocket_clone(struct sock *newsk,
+				    const struct sock *sk) {}
+static inline int fastsocket_setsockopt(struct sock *sk, int optname,
+					sockptr_t optval, unsigned int optlen)
+{
+	return -ENOPROTOOPT;
+}
+
+static inline int fastsocket_getsockopt(struct sock *sk, int optname,
+					sockptr_t optval, sockptr_t optlen)
+{
+	return -ENOPROTOOPT;
+}
+#endif
+
+#endif /* _NET_FASTSOCKET_H */

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * Fastsocket control interface: TCP socket options at level SOL_TCP.
+ *
+ * Per-CPU local listeners. A server enables fastsocket on a listening
+ * socket G, then each worker pinned to CPU c creates a fresh TCP socket L
+ * and makes it G's local listener for c. From then on, a SYN processed on
+ * CPU c for G is queued on L instead of G, and accept() on G called on CPU
+ * c returns connections from L first, then from G. Closing L (or the
+ * worker exiting) moves the connections still queued on L, established or
+ * half-open, back to G: none is reset.
+ *
+ * Permission model: holding the file descriptors is the permission. An
+ * option acts only on sockets the caller has open; nothing here affects
+ * other processes' sockets. The administrator turns the feature off with
+ * the module parameter fastsocket.listen_spawn=0.
+ *
+ * Without the fastsocket module loaded, every option fails with
+ * ENOPROTOOPT.
+ */
+#ifndef _UAPI_LINUX_FASTSOCKET_H
+#define _UAPI_LINUX_FASTSOCKET_H
+
+#include <linux/types.h>
+
+/*
+ * setsockopt(G, SOL_TCP, TCP_FASTSOCKET_LISTEN, &int, sizeof(int))
+ *   1: enable per-CPU local listeners on the listening socket G.
+ *   0: disable; G's local listeners are shut down and the connections
+ *      queued on them move to G.
+ *   Errors: EINVAL (G is not a TCP socket in LISTEN state, bad value or
+ *   length), EOPNOTSUPP (listen_spawn=0), ENOMEM.
+ *
+ * setsockopt(L, SOL_TCP, TCP_FASTSOCKET_LOCAL, &struct fastsocket_local,
+ *            sizeof(struct fastsocket_local))
+ *   Makes the new, unbound TCP socket L the local listener of the
+ *   enabled listening socket listen_fd for CPU cpu. L then listens on G's
+ *   address and port with G's options and backlog.
+ *   cpu == -1 means the CPU the caller is pinned to; with
+ *   listen_spawn=2 (automatic) an unpinned caller gets the CPU it runs on.
+ *   Errors: EBADF (listen_fd), ENOTSOCK, EINVAL (L not a fresh TCP socket,
+ *   G not enabled or not listening, cpu out of range or offline, caller
+ *   not pinned with cpu == -1 in manual mode, bad length),
+ *   EAFNOSUPPORT (families differ), EXDEV (network namespaces differ),
+ *   EBUSY (CPU already has a local listener for G), EOPNOTSUPP.
+ *
+ * getsockopt(S, SOL_TCP, TCP_FASTSOCKET_INFO, &struct fastsocket_info, &len)
+ *   Describes S: an enabled listener, a local listener, or neither.
+ */
+#define TCP_FASTSOCKET_LISTEN	0x4653
+#define TCP_FASTSOCKET_LOCAL	0x4654
+#define TCP_FASTSOCKET_INFO	0x4655
+
+struct fastsocket_local {
+	__s32	listen_fd;	/* the enabled listening socket */
+	__s32	cpu;		/* CPU to serve, or -1 */
+};
+
+#define FASTSOCKET_INFO_ENABLED	(1U << 0)	/* an enabled listener */
+#define FASTSOCKET_INFO_LOCAL	(1U << 1)	/* a local listener */
+
+struct fastsocket_info {
+	__u32	flags;		/* FASTSOCKET_INFO_* */
+	__s32	cpu;		/* a local listener's CPU, else -1 */
+	__u32	nr_local;	/* an enabled listener's local listeners */
+	__u32	reserved;
+};
+
+#endif /* _UAPI_LINUX_FASTSOCKET_H */
