@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 BASE_BRANCH = "fastsock-base"
 GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "fastsock",
-    "GIT_AUTHOR_EMAIL": "fastsock@localhost",
-    "GIT_COMMITTER_NAME": "fastsock",
-    "GIT_COMMITTER_EMAIL": "fastsock@localhost",
+    "GIT_AUTHOR_NAME": "fastsock developers",
+    "GIT_AUTHOR_EMAIL": "dev@fastsock.invalid",
+    "GIT_COMMITTER_NAME": "fastsock developers",
+    "GIT_COMMITTER_EMAIL": "dev@fastsock.invalid",
 }
 
 

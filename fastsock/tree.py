@@ -23,7 +23,15 @@ from .source import BASE_BRANCH, GIT_IDENTITY, Source
 
 log = logging.getLogger(__name__)
 
-OVERLAY_SUBJECT = "fastsock: add the new files from kernel/"
+OVERLAY_SUBJECT = "net: fastsocket: add the new files"
+OVERLAY_MESSAGE = f"""{OVERLAY_SUBJECT}
+
+Add the files fastsock keeps in kernel/ at their in-tree paths: the
+fastsocket module and its built-in hooks, and their headers. The patches
+that follow wire them into the existing code.
+
+Signed-off-by: fastsock developers <dev@fastsock.invalid>
+"""
 STATE_FILE = "fastsock-state.json"
 FORMAT_OPTS = ["--zero-commit", "--no-signature", "--no-numbered", "--stat=80", "--summary"]
 
@@ -146,7 +154,7 @@ class WorkTree:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(self.overlay / rel, dest)
             self.git("add", "-f", "--", *map(str, files))
-            self.git("commit", "-q", "--no-verify", "-m", OVERLAY_SUBJECT)
+            self.git("commit", "-q", "--no-verify", "-m", OVERLAY_MESSAGE)
             state.overlay_commit = self.git("rev-parse", "HEAD")
             log.info("laid %d files from kernel/ over the tree", len(files))
         for i, patch in enumerate(patches, 1):

@@ -49,7 +49,7 @@ def test_overlay_then_series_one_commit_each(wt, source, layout) -> None:
     assert (layout.worktree / "net" / "fake" / "fake.c").read_text() == "int fake;\n"
     assert "fake/" in (layout.worktree / "net" / "Makefile").read_text()
     log = git(layout.worktree, "log", "--format=%s", f"{state.base_sha}..HEAD").splitlines()
-    assert log == ["net: build the fake directory", "fastsock: add the new files from kernel/"]
+    assert log == ["net: build the fake directory", "net: fastsocket: add the new files"]
     assert state.input_hash == input_hash(layout.kernel_overlay, layout.patches)
 
 
