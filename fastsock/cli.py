@@ -149,7 +149,7 @@ def stale_reason(ctx: Context) -> str | None:
 
 
 def cmd_test(ctx: Context) -> int:
-    hostdeps.ensure(hostdeps.BUILD_NEEDS + hostdeps.VM_NEEDS, ctx.runner)
+    hostdeps.ensure(hostdeps.BUILD_NEEDS + hostdeps.VM_NEEDS + hostdeps.SERVER_NEEDS, ctx.runner)
     lay = ctx.layout
     reason = stale_reason(ctx)
     if reason and not ctx.args.unit_only:

@@ -45,6 +45,15 @@ VM_NEEDS = (
     Need("iproute2", "ip", "network namespaces in the guest"),
     Need("file", "file", "virtme-ng reads the kernel release from the image"),
 )
+# Real servers and load generators the in-guest tests start (the guest shares the host's root).
+SERVER_NEEDS = (
+    Need("nginx-light", "nginx", "nginx under LD_PRELOAD in the guest"),
+    Need("haproxy", "haproxy", "HAProxy under LD_PRELOAD in the guest"),
+    Need("redis-server", "redis-server", "redis under LD_PRELOAD in the guest"),
+    Need("redis-tools", "redis-benchmark", "load for redis"),
+    Need("memcached", "memcached", "memcached under LD_PRELOAD in the guest"),
+    Need("wrk", "wrk", "HTTP load for nginx and HAProxy"),
+)
 DEB_NEEDS = (
     Need("dpkg-dev", "dpkg-buildpackage", "make bindeb-pkg"),
     Need("rsync", "rsync", "make bindeb-pkg headers"),

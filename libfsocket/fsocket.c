@@ -6,43 +6,830 @@
  *   FSOCKET_DISABLE=1      pass every call through untouched
  *   FSOCKET_PORTS=80,8080  accelerate only listeners on these ports
  *   FSOCKET_VERBOSE=1      report decisions on stderr
+ *   FSOCKET_PIN=1          pin an unpinned worker to the CPU it runs on
  *
- * This first version decides its mode once at load time and wraps listen();
- * the per-core listener logic builds on these hooks.
+ * The mode is decided once: off (FSOCKET_DISABLE or a bad FSOCKET_PORTS),
+ * stock (no fastsocket module: everything passes through) or kernel.
+ *
+ * Kernel mode, per-CPU local listeners (see uapi/linux/fastsocket.h):
+ *
+ *  - listen() enables a TCP listening socket G (TCP_FASTSOCKET_LISTEN) and
+ *    tracks it as an enabled listener.
+ *  - The first epoll_ctl(EPOLL_CTL_ADD) of G in a process (or its first
+ *    accept() on G, if G is already in one of its epoll sets) spawns the
+ *    process's local listener L for its CPU (TCP_FASTSOCKET_LOCAL), if G is
+ *    non-blocking and the process is pinned to one CPU (or FSOCKET_PIN=1).
+ *  - L is registered in every epoll set where the process registered G,
+ *    with G's epoll_event, so the application takes L's readiness for G's.
+ *    accept() on G takes a connection from L first, then from G.
+ *  - close() of G closes L first (the kernel moves L's queue to G); a
+ *    forked child closes the local listeners it inherited and spawns its
+ *    own.
+ *
+ * Invariant: while a process has L for G, L is in every epoll set in which
+ * the process has G (as far as this library saw). A connection queued on
+ * L wakes only L's waiters, so an L that nobody watches would strand its
+ * connections: whenever the invariant cannot hold, L is closed and its
+ * queue goes back to G.
+ *
+ * Intercepted: listen, accept, accept4, epoll_ctl, close, dup2, dup3,
+ * close_range, closefrom. Diagnostics go out with write(2), not stdio.
  */
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "fsocket.h"
+#include "../kernel/include/uapi/linux/fastsocket.h"
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE	(1U << 1)
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC	(1U << 2)
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* fd_flags[] bits: what the library knows about a descriptor number. */
+#define FD_LISTENER	0x1	/* an enabled listener (has a struct lsn) */
+#define FD_EPOLL	0x2	/* an epoll set holding an enabled listener */
+#define FD_LOCAL	0x4	/* one of our local listeners */
+
+/* Things reported at most once per process with FSOCKET_VERBOSE=1. */
+enum {
+	R_ALWAYS	= 0,
+	R_LISTEN	= 1 << 0,
+	R_BLOCKING	= 1 << 1,
+	R_NOEPOLL	= 1 << 2,
+	R_UNPINNED	= 1 << 3,
+	R_LOCAL		= 1 << 4,
+	R_MIRROR	= 1 << 5,
+	R_SHUTDOWN	= 1 << 6,
+	R_TABLE		= 1 << 7,
+};
+
+/* A local listener L of this process. */
+struct local {
+	struct local *next;	/* on dead_locals */
+	int fd;
+	int cpu;
+	unsigned int busy;	/* threads inside accept4(fd) */
+	bool dead;		/* detached: closed when busy drops to 0 */
+	bool gone;		/* fd was closed or replaced behind our back */
+};
+
+/* An epoll set in which this process registered an enabled listener. */
+struct reg {
+	int epfd;
+	bool mirrored;		/* the local listener is registered there too */
+	struct epoll_event ev;
+};
+
+enum lsn_state {
+	LS_NONE,	/* no local listener, none tried since the last change */
+	LS_LOCAL,	/* loc is this process's local listener */
+	LS_SKIP,	/* not eligible yet (blocking, unpinned, no epoll) */
+	LS_FAILED,	/* refused or broken: not retried in this process */
+};
+
+/* An enabled listener G. */
+struct lsn {
+	struct lsn *next;
+	int fd;
+	int family;
+	enum lsn_state state;
+	bool accept_tried;	/* accept() already evaluated G since the last ADD */
+	bool announced;
+	struct local *loc;
+	struct reg *regs;
+	unsigned int nregs;
+	unsigned int cap;
+};
+
+enum put_how {
+	PUT_KEEP,	/* L is fine */
+	PUT_SHUTDOWN,	/* L no longer listens (module shut it down) */
+	PUT_GONE,	/* L's number no longer refers to L */
+};
 
 static struct fsocket_conf conf;
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+
+/* Protects everything below; never held across a blocking call. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t owner;		/* the process these tables describe */
+static struct lsn *lsns;
+static struct local *dead_locals;
+static unsigned int reported;
+/* Written under lock, read without it as a fast filter. */
+static unsigned char fd_flags[FSOCKET_MAX_FDS];
+
 static int (*real_listen)(int, int);
+static int (*real_accept)(int, __SOCKADDR_ARG, socklen_t *restrict);
+static int (*real_accept4)(int, __SOCKADDR_ARG, socklen_t *restrict, int);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
+static int (*real_close)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_close_range)(unsigned int, unsigned int, int);
+static void (*real_closefrom)(int);
+
+/* -- diagnostics ----------------------------------------------------------- */
+
+static void vsay(const char *fmt, va_list ap)
+{
+	char buf[256];
+	int saved = errno;
+	int n;
+
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (n > 0) {
+		if ((size_t)n >= sizeof(buf)) {
+			n = sizeof(buf) - 1;
+			buf[n - 1] = '\n';
+		}
+		/* write(2), not stdio: safe in forked workers and signal paths */
+		if (write(STDERR_FILENO, buf, n) < 0)
+			n = 0;
+	}
+	errno = saved;
+}
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
-	char buf[256];
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	if (n > 0) {
-		if ((size_t)n >= sizeof(buf))
-			n = sizeof(buf) - 1;
-		/* write(2), not stdio: safe in forked workers and signal paths */
-		if (write(STDERR_FILENO, buf, n) < 0)
-			return;
+}
+
+/* With FSOCKET_VERBOSE=1: report, once per process unless what is R_ALWAYS. */
+static void report(unsigned int what, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void report(unsigned int what, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!conf.verbose || (reported & what))
+		return;
+	reported |= what;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+}
+
+/* -- descriptor flags and the table lock ----------------------------------- */
+
+static unsigned int fdf_get(int fd)
+{
+	if (fd < 0 || fd >= FSOCKET_MAX_FDS)
+		return 0;
+	return __atomic_load_n(&fd_flags[fd], __ATOMIC_RELAXED);
+}
+
+static void fdf_set(int fd, unsigned int bits)
+{
+	if (fd >= 0 && fd < FSOCKET_MAX_FDS)
+		__atomic_or_fetch(&fd_flags[fd], (unsigned char)bits, __ATOMIC_RELAXED);
+}
+
+static void fdf_clear(int fd, unsigned int bits)
+{
+	if (fd >= 0 && fd < FSOCKET_MAX_FDS)
+		__atomic_and_fetch(&fd_flags[fd], (unsigned char)~bits, __ATOMIC_RELAXED);
+}
+
+/*
+ * Cancellation is disabled while the lock is held: close(), write() and
+ * friends are cancellation points, and a thread cancelled with the lock
+ * held would deadlock every other one.
+ */
+static void tables_lock(int *cancel)
+{
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, cancel);
+	pthread_mutex_lock(&lock);
+}
+
+static void tables_unlock(int cancel)
+{
+	int unused;
+
+	pthread_mutex_unlock(&lock);
+	pthread_setcancelstate(cancel, &unused);
+}
+
+/*
+ * The tables describe the process that owns them. A child made without
+ * the fork handlers (vfork, clone, _Fork) may even share our memory: it
+ * passes everything through and touches nothing.
+ */
+static bool ours(void)
+{
+	return owner == getpid();
+}
+
+/* -- local listeners --------------------------------------------------------- */
+
+static struct lsn *lsn_find(int fd)
+{
+	struct lsn *rec;
+
+	for (rec = lsns; rec; rec = rec->next)
+		if (rec->fd == fd)
+			return rec;
+	return NULL;
+}
+
+static struct lsn *lsn_of_local(const struct local *loc)
+{
+	struct lsn *rec;
+
+	for (rec = lsns; rec; rec = rec->next)
+		if (rec->loc == loc)
+			return rec;
+	return NULL;
+}
+
+/* Does one of our local listeners, other than skip, still own number fd? */
+static bool local_number_owned(int fd, const struct local *skip)
+{
+	struct local *loc;
+	struct lsn *rec;
+
+	for (rec = lsns; rec; rec = rec->next)
+		if (rec->loc && rec->loc != skip && !rec->loc->gone && rec->loc->fd == fd)
+			return true;
+	for (loc = dead_locals; loc; loc = loc->next)
+		if (loc != skip && !loc->gone && loc->fd == fd)
+			return true;
+	return false;
+}
+
+static void local_free(struct local *loc)
+{
+	if (!loc->gone) {
+		fdf_clear(loc->fd, FD_LOCAL);
+		real_close(loc->fd);
 	}
+	free(loc);
+}
+
+/* Close loc now, or when the last thread inside accept4() on it is done. */
+static void local_release(struct local *loc)
+{
+	if (loc->busy) {
+		loc->dead = true;
+		loc->next = dead_locals;
+		dead_locals = loc;
+		return;
+	}
+	local_free(loc);
+}
+
+static void dead_unlink(struct local *loc)
+{
+	struct local **p;
+
+	for (p = &dead_locals; *p; p = &(*p)->next) {
+		if (*p == loc) {
+			*p = loc->next;
+			return;
+		}
+	}
+}
+
+/* Our number for loc now belongs to someone else (or to nobody). */
+static void local_mark_gone(struct local *loc)
+{
+	loc->gone = true;
+	if (!local_number_owned(loc->fd, loc))
+		fdf_clear(loc->fd, FD_LOCAL);
+}
+
+/* Take rec's local listener out of every epoll set we put it in. */
+static void lsn_unmirror(struct lsn *rec)
+{
+	struct local *loc = rec->loc;
+	unsigned int i;
+
+	for (i = 0; i < rec->nregs; i++) {
+		if (rec->regs[i].mirrored && loc && !loc->gone)
+			real_epoll_ctl(rec->regs[i].epfd, EPOLL_CTL_DEL, loc->fd, NULL);
+		rec->regs[i].mirrored = false;
+	}
+}
+
+/*
+ * Stop using rec's local listener: out of the epoll sets first, so no
+ * event for it reaches the application once G is gone, then closed (the
+ * kernel moves its queue to G).
+ */
+static void lsn_drop_local(struct lsn *rec, enum lsn_state state)
+{
+	struct local *loc = rec->loc;
+
+	rec->state = state;
+	if (!loc)
+		return;
+	lsn_unmirror(rec);
+	rec->loc = NULL;
+	local_release(loc);
+}
+
+static void lsn_fail(struct lsn *rec, unsigned int what, const char *op, int err)
+{
+	lsn_drop_local(rec, LS_FAILED);
+	report(what, "libfsocket: pid %d: no local listener for listen fd %d: %s: %s; "
+	       "passing through\n", (int)getpid(), rec->fd, op, strerror(err));
+}
+
+static void lsn_skip(struct lsn *rec, unsigned int what, const char *why)
+{
+	rec->state = LS_SKIP;
+	report(what, "libfsocket: pid %d: listen fd %d %s; not accelerated\n",
+	       (int)getpid(), rec->fd, why);
+}
+
+/* -- epoll registrations ----------------------------------------------------- */
+
+static int lsn_reg_index(const struct lsn *rec, int epfd)
+{
+	unsigned int i;
+
+	for (i = 0; i < rec->nregs; i++)
+		if (rec->regs[i].epfd == epfd)
+			return (int)i;
+	return -1;
+}
+
+static int lsn_reg_add(struct lsn *rec, int epfd, const struct epoll_event *ev)
+{
+	struct reg *regs;
+	unsigned int cap;
+
+	if (epfd < 0 || epfd >= FSOCKET_MAX_FDS)
+		return -1;
+	if (rec->nregs == rec->cap) {
+		if (rec->cap >= FSOCKET_MAX_FDS)
+			return -1;
+		cap = rec->cap ? rec->cap * 2 : 4;
+		regs = realloc(rec->regs, cap * sizeof(*regs));
+		if (!regs)
+			return -1;
+		rec->regs = regs;
+		rec->cap = cap;
+	}
+	rec->regs[rec->nregs].epfd = epfd;
+	rec->regs[rec->nregs].mirrored = false;
+	rec->regs[rec->nregs].ev = *ev;
+	fdf_set(epfd, FD_EPOLL);
+	return (int)rec->nregs++;
+}
+
+/* Clear FD_EPOLL on epfd once no enabled listener is registered there. */
+static void epfd_refresh(int epfd)
+{
+	struct lsn *rec;
+
+	for (rec = lsns; rec; rec = rec->next)
+		if (lsn_reg_index(rec, epfd) >= 0)
+			return;
+	fdf_clear(epfd, FD_EPOLL);
+}
+
+/*
+ * G left the epoll set regs[i]: so does L. L stays open when G is in no
+ * epoll set any more: servers take their listener out of epoll for a
+ * moment and put it back (nginx re-adds it every 16 accepts to rotate
+ * EPOLLEXCLUSIVE wakeups; with accept_mutex a worker leaves it out while
+ * another holds the mutex). Closing L each time would move its queue to G
+ * and rebuild it on the next EPOLL_CTL_ADD, which re-mirrors the kept L
+ * instead. Connections queued on L meanwhile are served on that ADD, by
+ * accept() on G (the library drains L first), or moved to G when G is
+ * closed.
+ */
+static void lsn_reg_remove(struct lsn *rec, unsigned int i)
+{
+	struct reg *reg = &rec->regs[i];
+
+	if (reg->mirrored && rec->loc && !rec->loc->gone)
+		real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, rec->loc->fd, NULL);
+	rec->regs[i] = rec->regs[--rec->nregs];
+}
+
+/* Register rec's local listener in reg's epoll set, with G's event. */
+static int lsn_mirror(struct lsn *rec, struct reg *reg)
+{
+	struct epoll_event ev = reg->ev;
+	int l = rec->loc->fd;
+
+	if (reg->mirrored) {
+		if (!real_epoll_ctl(reg->epfd, EPOLL_CTL_MOD, l, &ev))
+			return 0;
+		if (errno != ENOENT)
+			return errno;
+	}
+	if (real_epoll_ctl(reg->epfd, EPOLL_CTL_ADD, l, &ev)) {
+		if (errno != EEXIST)
+			return errno;
+		if (real_epoll_ctl(reg->epfd, EPOLL_CTL_MOD, l, &ev))
+			return errno;
+	}
+	reg->mirrored = true;
+	return 0;
+}
+
+/* -- spawning ---------------------------------------------------------------- */
+
+/* The CPU this thread serves: its only allowed CPU, or (FSOCKET_PIN) its current one. */
+static int pick_cpu(int fd)
+{
+	cpu_set_t set[8];	/* 8192 CPUs */
+	size_t size = sizeof(set);
+	int cpu;
+
+	if (!sched_getaffinity(0, size, set) && CPU_COUNT_S(size, set) == 1) {
+		for (cpu = 0; cpu < (int)(size * 8); cpu++)
+			if (CPU_ISSET_S(cpu, size, set))
+				return cpu;
+	}
+	if (!conf.pin) {
+		report(R_UNPINNED, "libfsocket: pid %d: not pinned to one CPU; listen fd %d not "
+		       "accelerated (pin the worker or set FSOCKET_PIN=1)\n", (int)getpid(), fd);
+		return -1;
+	}
+	cpu = sched_getcpu();
+	if (cpu < 0 || cpu >= (int)(size * 8)) {
+		report(R_UNPINNED, "libfsocket: pid %d: sched_getcpu: %s; not accelerated\n",
+		       (int)getpid(), strerror(errno));
+		return -1;
+	}
+	CPU_ZERO_S(size, set);
+	CPU_SET_S(cpu, size, set);
+	if (sched_setaffinity(0, size, set)) {
+		report(R_UNPINNED, "libfsocket: pid %d: cannot pin to CPU %d: %s; not accelerated\n",
+		       (int)getpid(), cpu, strerror(errno));
+		return -1;
+	}
+	report(R_ALWAYS, "libfsocket: pid %d: pinned to CPU %d (FSOCKET_PIN=1)\n",
+	       (int)getpid(), cpu);
+	return cpu;
+}
+
+/* Give this process a local listener for rec, registered wherever G is. */
+static void lsn_spawn(struct lsn *rec)
+{
+	struct fastsocket_local req;
+	struct local *loc;
+	unsigned int i;
+	int fl, cpu, l, err;
+
+	fl = fcntl(rec->fd, F_GETFL);
+	if (fl < 0) {
+		lsn_fail(rec, R_LOCAL, "fcntl", errno);
+		return;
+	}
+	/* accept() would sleep on G's queue and never see L's connections. */
+	if (!(fl & O_NONBLOCK)) {
+		lsn_skip(rec, R_BLOCKING, "is blocking");
+		return;
+	}
+	/* Nothing would wake the process for L's connections. */
+	if (!rec->nregs) {
+		lsn_skip(rec, R_NOEPOLL, "is not watched with epoll");
+		return;
+	}
+	cpu = pick_cpu(rec->fd);
+	if (cpu < 0) {
+		rec->state = LS_SKIP;
+		return;
+	}
+	l = socket(rec->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	if (l < 0) {
+		lsn_fail(rec, R_LOCAL, "socket", errno);
+		return;
+	}
+	if (l >= FSOCKET_MAX_FDS) {
+		real_close(l);
+		lsn_fail(rec, R_TABLE, "socket", EMFILE);
+		return;
+	}
+	req.listen_fd = rec->fd;
+	req.cpu = cpu;
+	if (setsockopt(l, SOL_TCP, TCP_FASTSOCKET_LOCAL, &req, sizeof(req))) {
+		err = errno;
+		real_close(l);
+		lsn_fail(rec, R_LOCAL, "TCP_FASTSOCKET_LOCAL", err);
+		return;
+	}
+	loc = calloc(1, sizeof(*loc));
+	if (!loc) {
+		real_close(l);
+		lsn_fail(rec, R_LOCAL, "calloc", ENOMEM);
+		return;
+	}
+	loc->fd = l;
+	loc->cpu = cpu;
+	fdf_set(l, FD_LOCAL);
+	rec->loc = loc;
+	rec->state = LS_LOCAL;
+	for (i = 0; i < rec->nregs; i++) {
+		err = lsn_mirror(rec, &rec->regs[i]);
+		if (err) {
+			lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
+			return;
+		}
+	}
+	if (!rec->announced) {
+		rec->announced = true;
+		report(R_ALWAYS, "libfsocket: pid %d: local listener fd %d for listen fd %d on CPU %d\n",
+		       (int)getpid(), l, rec->fd, cpu);
+	}
+}
+
+/* The application registered, changed or removed G in epfd: follow with L. */
+static void lsn_epoll(struct lsn *rec, int epfd, int op, const struct epoll_event *ev)
+{
+	int i = lsn_reg_index(rec, epfd);
+	int err;
+
+	switch (op) {
+	case EPOLL_CTL_DEL:
+		if (i >= 0) {
+			lsn_reg_remove(rec, (unsigned int)i);
+			epfd_refresh(epfd);
+		}
+		return;
+	case EPOLL_CTL_ADD:
+	case EPOLL_CTL_MOD:
+		break;
+	default:
+		return;
+	}
+	if (i >= 0)
+		rec->regs[i].ev = *ev;
+	else
+		i = lsn_reg_add(rec, epfd, ev);
+	if (i < 0) {
+		/* G is in an epoll set we cannot follow: L could strand connections. */
+		if (epfd >= FSOCKET_MAX_FDS)
+			lsn_fail(rec, R_TABLE, "epoll fd beyond the tracking table", EMFILE);
+		else
+			lsn_fail(rec, R_TABLE, "tracking the epoll fd", ENOMEM);
+		return;
+	}
+	if (rec->loc) {
+		err = lsn_mirror(rec, &rec->regs[i]);
+		if (err)
+			lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
+		return;
+	}
+	if (op == EPOLL_CTL_ADD && rec->state != LS_FAILED) {
+		rec->accept_tried = false;
+		lsn_spawn(rec);
+	}
+}
+
+/* -- forgetting descriptors ---------------------------------------------------- */
+
+static void lsn_forget(struct lsn *rec)
+{
+	struct lsn **p;
+	unsigned int i;
+
+	lsn_drop_local(rec, LS_NONE);
+	for (p = &lsns; *p; p = &(*p)->next) {
+		if (*p == rec) {
+			*p = rec->next;
+			break;
+		}
+	}
+	fdf_clear(rec->fd, FD_LISTENER);
+	for (i = 0; i < rec->nregs; i++)
+		epfd_refresh(rec->regs[i].epfd);
+	free(rec->regs);
+	free(rec);
+}
+
+static void epfd_forget(int epfd)
+{
+	struct lsn *rec;
+	unsigned int i;
+
+	for (rec = lsns; rec; rec = rec->next) {
+		for (i = 0; i < rec->nregs; ) {
+			if (rec->regs[i].epfd == epfd)
+				lsn_reg_remove(rec, i);
+			else
+				i++;
+		}
+	}
+	fdf_clear(epfd, FD_EPOLL);
+}
+
+/* The application closes (or replaces) the number of one of our locals. */
+static void local_number_closed(int fd)
+{
+	struct local *loc;
+	struct lsn *rec;
+
+	for (rec = lsns; rec; rec = rec->next) {
+		loc = rec->loc;
+		if (!loc || loc->gone || loc->fd != fd)
+			continue;
+		lsn_unmirror(rec);
+		loc->gone = true;
+		lsn_drop_local(rec, LS_NONE);
+		rec->accept_tried = false;
+		report(R_ALWAYS, "libfsocket: pid %d: the application closed local listener fd %d\n",
+		       (int)getpid(), fd);
+	}
+	for (loc = dead_locals; loc; loc = loc->next)
+		if (loc->fd == fd)
+			loc->gone = true;
+	fdf_clear(fd, FD_LOCAL);
+}
+
+/* fd is about to be closed or replaced by the application (lock held, ours()). */
+static void fd_released(int fd)
+{
+	unsigned int f = fdf_get(fd);
+	struct lsn *rec;
+
+	if (f & FD_LOCAL)
+		local_number_closed(fd);
+	if (f & FD_LISTENER) {
+		rec = lsn_find(fd);
+		if (rec)
+			lsn_forget(rec);
+		else
+			fdf_clear(fd, FD_LISTENER);
+	}
+	if (f & FD_EPOLL)
+		epfd_forget(fd);
+}
+
+static void fd_closing(int fd)
+{
+	int saved = errno;
+	int cancel;
+
+	tables_lock(&cancel);
+	if (ours())
+		fd_released(fd);
+	tables_unlock(cancel);
+	errno = saved;
+}
+
+static void fd_range_closing(unsigned int first, unsigned int last)
+{
+	int saved = errno;
+	unsigned int fd;
+	int cancel;
+
+	if (conf.mode != FSOCKET_MODE_KERNEL)
+		return;
+	tables_lock(&cancel);
+	if (ours())
+		for (fd = first; fd < FSOCKET_MAX_FDS && fd <= last; fd++)
+			if (fdf_get((int)fd))
+				fd_released((int)fd);
+	tables_unlock(cancel);
+	errno = saved;
+}
+
+static bool fd_open(int fd)
+{
+	int saved = errno;
+	bool open = fcntl(fd, F_GETFD) >= 0;
+
+	errno = saved;
+	return open;
+}
+
+/* -- accept -------------------------------------------------------------------- */
+
+/* rec's local listener for this process, spawning it if accept() may (lock held). */
+static struct local *local_get(int fd)
+{
+	struct lsn *rec;
+
+	if (!ours())
+		return NULL;
+	rec = lsn_find(fd);
+	if (!rec)
+		return NULL;
+	if (!rec->loc && rec->state != LS_FAILED && !rec->accept_tried) {
+		rec->accept_tried = true;
+		lsn_spawn(rec);
+	}
+	if (rec->loc)
+		rec->loc->busy++;
+	return rec->loc;
+}
+
+static void local_put(struct local *loc, enum put_how how)
+{
+	struct lsn *rec;
+
+	if (how == PUT_GONE)
+		local_mark_gone(loc);
+	if (how != PUT_KEEP) {
+		rec = lsn_of_local(loc);
+		if (rec) {
+			lsn_drop_local(rec, LS_FAILED);
+			report(R_SHUTDOWN, "libfsocket: pid %d: local listener for listen fd %d "
+			       "shut down; passing through\n", (int)getpid(), rec->fd);
+		}
+	}
+	loc->busy--;
+	if (loc->dead && !loc->busy) {
+		dead_unlink(loc);
+		local_free(loc);
+	}
+}
+
+static bool still_listening(int fd)
+{
+	socklen_t len;
+	int val = 0;
+
+	len = sizeof(val);
+	return !getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &val, &len) && val;
+}
+
+/*
+ * accept() on an enabled listener: this process's local listener first.
+ * Returns true with *res set when that is the answer, false to fall
+ * through to the real accept() on fd (errno as on entry).
+ */
+static bool accept_local(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags,
+			 int *res)
+{
+	enum put_how how = PUT_KEEP;
+	int saved = errno;
+	struct local *loc;
+	bool done = false;
+	int cancel, ret, err;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	pthread_mutex_lock(&lock);
+	loc = local_get(fd);
+	pthread_mutex_unlock(&lock);
+	if (!loc)
+		goto out;
+
+	/* L is non-blocking: this never sleeps, and loc->busy keeps it open. */
+	ret = real_accept4(loc->fd, addr, len, flags);
+	err = errno;
+	if (ret >= 0) {
+		done = true;
+	} else if (err == EAGAIN || err == EWOULDBLOCK) {
+		/* empty: G's queue next */
+	} else if (err == EINVAL) {
+		/* L shut down (module unloaded or G disabled), or bad arguments G will report */
+		if (!still_listening(loc->fd))
+			how = PUT_SHUTDOWN;
+	} else if (err == EBADF || err == ENOTSOCK) {
+		how = PUT_GONE;
+	} else {
+		done = true;	/* a real accept error (EMFILE, ECONNABORTED, ...) */
+	}
+
+	pthread_mutex_lock(&lock);
+	local_put(loc, how);
+	pthread_mutex_unlock(&lock);
+	if (done)
+		*res = ret;
+	saved = done && ret < 0 ? err : saved;
+out:
+	pthread_setcancelstate(cancel, &cancel);
+	errno = saved;
+	return done;
+}
+
+/* -- setup --------------------------------------------------------------------- */
+
+static bool env_on(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v && strcmp(v, "0");
 }
 
 static int parse_ports(const char *s)
@@ -64,15 +851,71 @@ static int parse_ports(const char *s)
 	return 0;
 }
 
-__attribute__((constructor)) static void fsocket_init(void)
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+/*
+ * The child keeps the enabled listeners (the sockets are shared) but not
+ * the parent's local listeners: they serve the parent's CPU. They are
+ * closed without EPOLL_CTL_DEL, which on an epoll set inherited from the
+ * parent would remove the parent's registration. Other threads are gone,
+ * so busy counts mean nothing any more.
+ */
+static void atfork_child(void)
+{
+	struct local *loc, *next;
+	struct lsn *rec;
+	unsigned int i;
+
+	/* The forking thread took the lock in atfork_prepare(); it lives on here. */
+	pthread_mutex_unlock(&lock);
+	owner = getpid();
+	reported = 0;
+	for (rec = lsns; rec; rec = rec->next) {
+		for (i = 0; i < rec->nregs; i++)
+			fdf_clear(rec->regs[i].epfd, FD_EPOLL);
+		rec->nregs = 0;
+		loc = rec->loc;
+		rec->loc = NULL;
+		if (loc)
+			local_free(loc);
+		rec->state = LS_NONE;
+		rec->accept_tried = false;
+		rec->announced = false;
+	}
+	for (loc = dead_locals; loc; loc = next) {
+		next = loc->next;
+		local_free(loc);
+	}
+	dead_locals = NULL;
+}
+
+#define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
+
+static void fsocket_setup(void)
 {
 	const char *v;
 
-	real_listen = (int (*)(int, int))dlsym(RTLD_NEXT, "listen");
-	v = getenv("FSOCKET_VERBOSE");
-	conf.verbose = v && *v && strcmp(v, "0");
-	v = getenv("FSOCKET_DISABLE");
-	if (v && *v && strcmp(v, "0")) {
+	RESOLVE(listen);
+	RESOLVE(accept);
+	RESOLVE(accept4);
+	RESOLVE(epoll_ctl);
+	RESOLVE(close);
+	RESOLVE(dup2);
+	RESOLVE(dup3);
+	RESOLVE(close_range);
+	RESOLVE(closefrom);
+
+	conf.verbose = env_on("FSOCKET_VERBOSE");
+	conf.pin = env_on("FSOCKET_PIN");
+	if (env_on("FSOCKET_DISABLE")) {
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}
@@ -83,50 +926,249 @@ __attribute__((constructor)) static void fsocket_init(void)
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}
-	if (access(FSOCKET_PROC, R_OK) == 0) {
-		conf.mode = FSOCKET_MODE_KERNEL;
-		if (conf.verbose)
-			say("libfsocket: fastsocket module found\n");
-	} else {
+	if (access(FSOCKET_PROC, R_OK)) {
 		conf.mode = FSOCKET_MODE_STOCK;
 		say("libfsocket: fastsocket module not loaded (%s missing); passing sockets through\n",
 		    FSOCKET_PROC);
+		return;
 	}
+	if (conf.verbose)
+		say("libfsocket: fastsocket module found\n");
+	owner = getpid();
+	if (!real_accept4 || !real_epoll_ctl || !real_close ||
+	    pthread_atfork(atfork_prepare, atfork_parent, atfork_child)) {
+		conf.mode = FSOCKET_MODE_STOCK;
+		if (conf.verbose)
+			say("libfsocket: cannot track sockets in this process; passing sockets through\n");
+		return;
+	}
+	conf.mode = FSOCKET_MODE_KERNEL;
 }
 
-static int port_wanted(int fd)
+/* Every wrapper starts here: it may run before our constructor. */
+static void fsocket_ready(void)
+{
+	pthread_once(&setup_once, fsocket_setup);
+}
+
+__attribute__((constructor)) static void fsocket_init(void)
+{
+	fsocket_ready();
+}
+
+/* -- listen ---------------------------------------------------------------------- */
+
+/* A TCP listener of AF_INET or AF_INET6 on a port FSOCKET_PORTS wants? */
+static bool listener_wanted(int fd, int *family)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	int type, port;
-	socklen_t tlen = sizeof(type);
+	socklen_t len, olen;
+	int type, proto, port;
 	unsigned int i;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) || type != SOCK_STREAM)
-		return 0;
+	olen = sizeof(type);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) || type != SOCK_STREAM)
+		return false;
+	olen = sizeof(proto);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &olen) || proto != IPPROTO_TCP)
+		return false;
+	len = sizeof(ss);
 	if (getsockname(fd, (struct sockaddr *)&ss, &len))
-		return 0;
+		return false;
 	if (ss.ss_family == AF_INET)
 		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	else if (ss.ss_family == AF_INET6)
 		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	else
-		return 0;
+		return false;
+	*family = ss.ss_family;
 	if (!conf.nports)
-		return 1;
+		return true;
 	for (i = 0; i < conf.nports; i++)
 		if (conf.ports[i] == port)
-			return 1;
-	return 0;
+			return true;
+	return false;
 }
 
-__attribute__((visibility("default"))) int listen(int fd, int backlog)
+static void kernel_listen(int fd)
 {
+	struct lsn *rec;
+	int one = 1;
+	int family, cancel;
+
+	if (!listener_wanted(fd, &family))
+		return;
+	if (conf.verbose)
+		say("libfsocket: listen fd %d is a candidate for acceleration\n", fd);
+	if (fd >= FSOCKET_MAX_FDS)
+		return;
+	tables_lock(&cancel);
+	if (!ours())
+		goto out;
+	/*
+	 * Also when fd is already tracked (listen() again for a new backlog, as
+	 * on an nginx reload): enabling is idempotent, and this re-enables G
+	 * after the module was reloaded, for the workers forked from now on.
+	 */
+	if (setsockopt(fd, SOL_TCP, TCP_FASTSOCKET_LISTEN, &one, sizeof(one))) {
+		report(R_LISTEN, "libfsocket: listen fd %d: TCP_FASTSOCKET_LISTEN: %s; passing through\n",
+		       fd, strerror(errno));
+		goto out;
+	}
+	if (lsn_find(fd))
+		goto out;
+	rec = calloc(1, sizeof(*rec));
+	if (!rec)
+		goto out;	/* enabled but without locals: G behaves as before */
+	rec->fd = fd;
+	rec->family = family;
+	rec->state = LS_NONE;
+	rec->next = lsns;
+	lsns = rec;
+	fdf_set(fd, FD_LISTENER);
+	report(R_ALWAYS, "libfsocket: listen fd %d: per-CPU local listeners enabled\n", fd);
+out:
+	tables_unlock(cancel);
+}
+
+/* -- the intercepted functions ----------------------------------------------------- */
+
+EXPORT int listen(int fd, int backlog)
+{
+	int ret, saved;
+
+	fsocket_ready();
 	if (!real_listen) {
 		errno = ENOSYS;
 		return -1;
 	}
-	if (conf.mode == FSOCKET_MODE_KERNEL && port_wanted(fd) && conf.verbose)
-		say("libfsocket: listen fd %d is a candidate for acceleration\n", fd);
-	return real_listen(fd, backlog);
+	ret = real_listen(fd, backlog);
+	if (ret)
+		return ret;
+	saved = errno;
+	switch (conf.mode) {
+	case FSOCKET_MODE_KERNEL:
+		kernel_listen(fd);
+		break;
+	case FSOCKET_MODE_STOCK:
+		/* Hook point: the portable SO_REUSEPORT mode (no module) goes here. */
+		break;
+	case FSOCKET_MODE_OFF:
+		break;
+	}
+	errno = saved;
+	return ret;
+}
+
+EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
+{
+	int ret;
+
+	fsocket_ready();
+	if (!real_accept) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, 0, &ret))
+		return ret;
+	return real_accept(fd, addr, len);
+}
+
+EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags)
+{
+	int ret;
+
+	fsocket_ready();
+	if (!real_accept4) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, flags, &ret))
+		return ret;
+	return real_accept4(fd, addr, len, flags);
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	struct lsn *rec;
+	int ret, saved, cancel;
+
+	fsocket_ready();
+	if (!real_epoll_ctl) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!(fdf_get(fd) & FD_LISTENER))
+		return real_epoll_ctl(epfd, op, fd, ev);
+
+	tables_lock(&cancel);
+	rec = ours() ? lsn_find(fd) : NULL;
+	ret = real_epoll_ctl(epfd, op, fd, ev);
+	saved = errno;
+	if (rec && !ret)
+		lsn_epoll(rec, epfd, op, ev);
+	tables_unlock(cancel);
+	errno = saved;
+	return ret;
+}
+
+EXPORT int close(int fd)
+{
+	fsocket_ready();
+	if (!real_close) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (fdf_get(fd))
+		fd_closing(fd);
+	return real_close(fd);
+}
+
+EXPORT int dup2(int oldfd, int newfd)
+{
+	fsocket_ready();
+	if (!real_dup2) {
+		errno = ENOSYS;
+		return -1;
+	}
+	/* Only when dup2() will really replace newfd. */
+	if (oldfd != newfd && fdf_get(newfd) && fd_open(oldfd))
+		fd_closing(newfd);
+	return real_dup2(oldfd, newfd);
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+	fsocket_ready();
+	if (!real_dup3) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (oldfd != newfd && !(flags & ~O_CLOEXEC) && fdf_get(newfd) && fd_open(oldfd))
+		fd_closing(newfd);
+	return real_dup3(oldfd, newfd, flags);
+}
+
+EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	fsocket_ready();
+	if (!real_close_range) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!((unsigned int)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) &&
+	    !((unsigned int)flags & CLOSE_RANGE_CLOEXEC) && first <= last)
+		fd_range_closing(first, last);
+	return real_close_range(first, last, flags);
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	fsocket_ready();
+	if (!real_closefrom) {
+		errno = ENOSYS;
+		return;
+	}
+	fd_range_closing(lowfd < 0 ? 0 : (unsigned int)lowfd, ~0U);
+	real_closefrom(lowfd);
 }

@@ -7,6 +7,15 @@
 /* Where the kernel module reports itself. */
 #define FSOCKET_PROC "/proc/net/fastsocket"
 
+/*
+ * File descriptors the library tracks: enabled listeners, the epoll sets
+ * watching them and its own local listeners. Higher numbers are simply
+ * not accelerated. (Overridable at build time, for tests.)
+ */
+#ifndef FSOCKET_MAX_FDS
+#define FSOCKET_MAX_FDS 65536
+#endif
+
 enum fsocket_mode {
 	FSOCKET_MODE_OFF,	/* FSOCKET_DISABLE=1: pass everything through */
 	FSOCKET_MODE_STOCK,	/* no module: pass through (portable mode comes later) */
@@ -16,6 +25,8 @@ enum fsocket_mode {
 struct fsocket_conf {
 	enum fsocket_mode mode;
 	bool verbose;
+	/* FSOCKET_PIN=1: pin an unpinned worker to the CPU it runs on. */
+	bool pin;
 	/* Ports to accelerate; all TCP listeners when nports == 0. */
 	unsigned short ports[64];
 	unsigned int nports;

@@ -62,6 +62,8 @@ def test_unknown_arch() -> None:
 
 def test_diagnose_names_a_tool_error(tmp_path) -> None:
     log = tmp_path / "b.log"
-    log.write_text("dpkg-checkbuilddeps: error: Unmet build dependencies: debhelper-compat (= 12)\n"
-                   "make[3]: *** [scripts/Makefile.package:126: bindeb-pkg] Error 3\n")
+    log.write_text(
+        "dpkg-checkbuilddeps: error: Unmet build dependencies: debhelper-compat (= 12)\n"
+        "make[3]: *** [scripts/Makefile.package:126: bindeb-pkg] Error 3\n"
+    )
     assert "Unmet build dependencies: debhelper-compat" in KBuild.diagnose(log)

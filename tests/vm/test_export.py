@@ -25,8 +25,11 @@ def test_exported_series_is_checkpatch_clean(tmp_path) -> None:
     wt = WorkTree(lay.worktree, lay.kernel_overlay, lay.patches, Runner())
     files = wt.export(tmp_path / "export")
     assert len(files) >= 2
-    res = subprocess.run(["perl", lay.worktree / "scripts/checkpatch.pl", "--strict", "--no-tree", *files],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["perl", lay.worktree / "scripts/checkpatch.pl", "--strict", "--no-tree", *files],
+        capture_output=True,
+        text=True,
+    )
     problems = [line for line in res.stdout.splitlines() if re.match(r"^(ERROR|WARNING|CHECK):", line)]
     unexpected = [p for p in problems if not any(a in p for a in ALLOWED)]
     assert not unexpected, res.stdout
