@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""nginx short-connection benchmark: stock vs reuseport vs libfsocket vs fastsocket, one guest boot per vCPU count.
+
+    python3 tools/bench_nginx.py [--cpus 1 2] [--seconds 5]
+
+nginx (Debian's) serves a small static file with one worker per vCPU,
+pinned; wrk in the same guest opens one connection per request
+(Connection: close). Variants, all in the same boot:
+  stock       shared listener, no preload
+  reuseport   nginx `listen ... reuseport` (one listener per worker)
+  libfsocket  LD_PRELOAD=libfsocket.so without fastsocket.ko (pass-through
+              today; the SO_REUSEPORT portable mode is not written yet)
+  fastsocket  LD_PRELOAD=libfsocket.so with fastsocket.ko (local listeners)
+Prints connections/s and the ratio to stock, and saves JSON and a plot
+under out/reports/. Under TCG (no KVM) the guest does a few hundred
+connections/s and models no caches: treat the ratios as weak evidence and
+read the lock report for the mechanism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guestrun import REPO, results_dir, run_guest
+
+VARIANTS = ("stock", "reuseport", "libfsocket", "fastsocket")
+CONF = """daemon off; master_process on; worker_processes {n}; worker_cpu_affinity auto; user root;
+pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 4096; accept_mutex off; }}
+http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;
+  uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
+  server {{ listen 127.0.0.1:8088{reuseport}; root {d}/www; }} }}
+"""
+
+
+def guest_script(kernel_dir: Path, cpus: int, seconds: int) -> str:
+    lib = kernel_dir / "libfsocket.so"
+    lines = ["ulimit -n 65536"]
+    for v in VARIANTS:
+        d = f"/tmp/bench-{v}"
+        conf = CONF.format(n=cpus, d=d, reuseport=" reuseport" if v == "reuseport" else "")
+        preload = f"LD_PRELOAD={lib} " if v in ("libfsocket", "fastsocket") else ""
+        lines += [
+            f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
+            f"cat > {d}/nginx.conf <<'CONF'\n{conf}CONF",
+            "modprobe fastsocket" if v == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
+            f"{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
+            "for i in $(seq 50); do wrk -t1 -c1 -d1s http://127.0.0.1:8088/index.html >/dev/null 2>&1 && break;"
+            " sleep 0.2; done",
+            f"wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://127.0.0.1:8088/index.html"
+            f" > $OUT/{v}-{cpus}.wrk",
+            "kill $NGINX; wait $NGINX || true",
+            f"cat /proc/net/fastsocket > $OUT/{v}-{cpus}.fastsocket 2>/dev/null || true",
+        ]
+    return "\n".join(lines)
+
+
+def parse_wrk(text: str) -> dict:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    reqs = re.search(r"(\d+) requests in", text)
+    if not rps or not reqs:
+        raise SystemExit(f"cannot read wrk output:\n{text}")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "cps": float(rps.group(1)),
+        "requests": int(reqs.group(1)),
+        "errors": sum(map(int, errors.groups())) if errors else 0,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cpus = sorted(results, key=int)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(VARIANTS)
+    for i, v in enumerate(VARIANTS):
+        ax.bar(
+            [c + (i - 1.5) * width for c in range(len(cpus))],
+            [results[c][v]["cps"] for c in cpus],
+            width=width,
+            label=v,
+        )
+    ax.set_xticks(range(len(cpus)), [f"{c} vCPU" for c in cpus])
+    ax.set_ylabel("connections/s (wrk, Connection: close)")
+    ax.set_title("nginx short connections, one guest boot per vCPU count")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel-dir", type=Path, default=REPO / "out/x86_64/vm")
+    ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--seconds", type=int, default=5)
+    args = ap.parse_args()
+    if args.seconds < 1 or any(c < 1 for c in args.cpus):
+        ap.error("--seconds and --cpus must be at least 1")
+    if not (args.kernel_dir / "manifest.json").exists():
+        ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
+    outdir = results_dir("nginx")
+    results: dict[str, dict] = {}
+    for cpus in args.cpus:
+        run_guest(args.kernel_dir, guest_script(args.kernel_dir, cpus, args.seconds), outdir, cpus=cpus)
+        results[str(cpus)] = {v: parse_wrk((outdir / f"{v}-{cpus}.wrk").read_text()) for v in VARIANTS}
+    (outdir / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"{'vCPUs':6}" + "".join(f"{v:>22}" for v in VARIANTS))
+    for cpus, row in results.items():
+        base = row["stock"]["cps"]
+        cells = "".join(f"{row[v]['cps']:>12.1f} ({row[v]['cps'] / base:4.2f}x)" for v in VARIANTS)
+        print(f"{cpus:6}{cells}")
+        bad = {v: r for v, r in row.items() if r["errors"] or r["non2xx"]}
+        if bad:
+            print(f"  errors at {cpus} vCPUs: {bad}")
+    plot(results, outdir / "nginx-cps.png")
+    print(f"\ndata and plot: {outdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Run a shell script in a guest booted from an out/ kernel; collect the files it writes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fastsock.paths import Layout  # noqa: E402
+from fastsock.runner import Runner  # noqa: E402
+from fastsock.vm import VMRequest, VMRunner, dmesg_problems  # noqa: E402
+
+
+def results_dir(name: str) -> Path:
+    path = REPO / "out" / "reports" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path.mkdir(parents=True)
+    return path
+
+
+def run_guest(kernel_dir: Path, script: str, outdir: Path, cpus: int = 2, timeout: float = 1800) -> str:
+    """Run script (sh) as root in the guest with $OUT=outdir writable; return its stdout.
+
+    Raises SystemExit with the guest's output when the script fails or the
+    guest's kernel log reports a problem.
+    """
+    (outdir / "guest.sh").write_text(f"set -e\nexport OUT={outdir}\n{script}\n")
+    req = VMRequest(
+        kernel_dir=kernel_dir,
+        command=f"sh {outdir / 'guest.sh'}",
+        cpus=cpus,
+        memory="2G",
+        timeout=timeout,
+        rwdirs=(outdir,),
+        cwd=REPO,
+    )
+    res = VMRunner(Runner(), Layout.default().cache).run(req)
+    (outdir / "guest-stdout.txt").write_text(res.stdout)
+    (outdir / "guest-stderr.txt").write_text(res.stderr)
+    (outdir / "dmesg.txt").write_text(res.dmesg)
+    if res.returncode != 0:
+        raise SystemExit(f"guest script failed (exit {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    bad = dmesg_problems(res.dmesg)
+    if bad:
+        raise SystemExit("guest kernel log reports problems:\n" + "\n".join(bad[:20]))
+    return res.stdout

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Lock report: /proc/lock_stat for a short-connection workload, stock vs fastsocket, one guest boot.
+
+    python3 tools/lock_report.py            # needs the debug kernel: build.py --profile debug
+
+Both runs use the same prefork server (tools/workloads/shortconn.py: one
+worker per CPU, pinned, sharing one listener) under LD_PRELOAD=libfsocket.so;
+"stock" is without fastsocket.ko (the library passes through), "fastsocket"
+with it (each worker gets a local listener). Prints acq-bounces and
+con-bounces per 1,000 connections for the listen/accept path locks and the
+top lock classes, the ratio fastsocket/stock, and saves the data (JSON,
+raw lock_stat) and a plot under out/reports/.
+
+lock_stat counts per lock class (all sockets' sk_lock share one class), and
+LOCKDEP/KASAN slow everything down: read the counts, not the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guestrun import REPO, results_dir, run_guest
+
+# Lock classes on the passive open, accept and listener paths.
+LISTEN_PATH = re.compile(r"rskq_lock|lhash2|reuseport_lock|sk_lock-AF_INET|slock-AF_INET|icsk_accept_queue")
+VARIANTS = ("stock", "fastsocket")
+
+
+@dataclass
+class LockClass:
+    name: str
+    con_bounces: int
+    contentions: int
+    acq_bounces: int
+    acquisitions: int
+
+
+def parse_lock_stat(text: str) -> dict[str, LockClass]:
+    """Class rows of /proc/lock_stat (version 0.4); a class listed twice (e.g. -R/-W) is summed."""
+    out: dict[str, LockClass] = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*(.+?):\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+(\d+)\s+(\d+)\s", line)
+        if not m or line.lstrip().startswith(("class name", "lock_stat")):
+            continue
+        name = m.group(1).strip()
+        cur = out.setdefault(name, LockClass(name, 0, 0, 0, 0))
+        cur.con_bounces += int(m.group(2))
+        cur.contentions += int(m.group(3))
+        cur.acq_bounces += int(m.group(4))
+        cur.acquisitions += int(m.group(5))
+    return out
+
+
+def guest_script(conns: int) -> str:
+    lib = REPO / "out/x86_64/debug/libfsocket.so"
+    run = f"LD_PRELOAD={lib} python3 {REPO}/tools/workloads/shortconn.py --conns {conns}"
+    lines = ["test -e /proc/lock_stat || { echo 'no /proc/lock_stat: boot the debug profile'; exit 2; }"]
+    for variant in VARIANTS:
+        load = "modprobe fastsocket" if variant == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true"
+        lines += [
+            load,
+            f"{run} --port 8401 --conns 5 > /dev/null",  # warm-up: caches, first-time allocations
+            "echo 0 > /proc/lock_stat; echo 1 > /proc/sys/kernel/lock_stat",
+            f"{run} > $OUT/{variant}.json",
+            f"echo 0 > /proc/sys/kernel/lock_stat; cat /proc/lock_stat > $OUT/{variant}.lock_stat",
+            f"cat /proc/net/fastsocket > $OUT/{variant}.fastsocket 2>/dev/null || true",
+        ]
+    lines.append("modprobe -r fastsocket 2>/dev/null || true")
+    return "\n".join(lines)
+
+
+def per_kconn(value: int, conns: int) -> float:
+    return round(1000.0 * value / conns, 1)
+
+
+def report(outdir: Path) -> dict:
+    data: dict = {"variants": {}}
+    for variant in VARIANTS:
+        work = json.loads((outdir / f"{variant}.json").read_text())
+        classes = parse_lock_stat((outdir / f"{variant}.lock_stat").read_text())
+        conns = work["connections"]
+        listen = [c for c in classes.values() if LISTEN_PATH.search(c.name)]
+        data["variants"][variant] = {
+            "workload": work,
+            "listen_path": {
+                "acq_bounces_per_kconn": per_kconn(sum(c.acq_bounces for c in listen), conns),
+                "con_bounces_per_kconn": per_kconn(sum(c.con_bounces for c in listen), conns),
+            },
+            "all_classes": {
+                "acq_bounces_per_conn": round(sum(c.acq_bounces for c in classes.values()) / conns, 2),
+            },
+            "classes": {c.name: asdict(c) for c in classes.values()},
+        }
+    s, f = (data["variants"][v] for v in VARIANTS)
+    sa = s["listen_path"]["acq_bounces_per_kconn"]
+    fa = f["listen_path"]["acq_bounces_per_kconn"]
+    data["listen_path_acq_bounce_ratio"] = round(fa / sa, 3) if sa else None
+    (outdir / "report.json").write_text(json.dumps(data, indent=1))
+    return data
+
+
+def print_table(data: dict) -> list[str]:
+    s, f = (data["variants"][v] for v in VARIANTS)
+    names = set(s["classes"]) | set(f["classes"])
+    conns = {v: data["variants"][v]["workload"]["connections"] for v in VARIANTS}
+
+    def val(v: str, name: str, field: str) -> float:
+        c = data["variants"][v]["classes"].get(name)
+        return per_kconn(c[field], conns[v]) if c else 0.0
+
+    top = sorted(names, key=lambda n: -max(val("stock", n, "acq_bounces"), val("fastsocket", n, "acq_bounces")))
+    shown = [n for n in top if LISTEN_PATH.search(n)] + [n for n in top[:12] if not LISTEN_PATH.search(n)]
+    print(f"{'lock class (per 1,000 connections)':48} {'acq-bounces':>23} {'con-bounces':>23}")
+    print(f"{'':48} {'stock':>7} {'fastsk':>7} {'ratio':>7} {'stock':>7} {'fastsk':>7} {'ratio':>7}")
+    for n in shown:
+        a = (val("stock", n, "acq_bounces"), val("fastsocket", n, "acq_bounces"))
+        c = (val("stock", n, "con_bounces"), val("fastsocket", n, "con_bounces"))
+        ra = f"{a[1] / a[0]:.2f}" if a[0] else "-"
+        rc = f"{c[1] / c[0]:.2f}" if c[0] else "-"
+        mark = "*" if LISTEN_PATH.search(n) else " "
+        print(f"{mark}{n[:47]:47} {a[0]:7.1f} {a[1]:7.1f} {ra:>7} {c[0]:7.1f} {c[1]:7.1f} {rc:>7}")
+    print(
+        f"\n* listen/accept path total acq-bounces per 1,000 connections: "
+        f"stock {s['listen_path']['acq_bounces_per_kconn']}, fastsocket {f['listen_path']['acq_bounces_per_kconn']}"
+        f", ratio {data['listen_path_acq_bounce_ratio']}"
+    )
+    print(
+        f"all lock classes, acq-bounces per connection: stock {s['all_classes']['acq_bounces_per_conn']}, "
+        f"fastsocket {f['all_classes']['acq_bounces_per_conn']}"
+    )
+    print(
+        f"locality share (accepted on the SYN's CPU): stock {s['workload']['local_share']}, "
+        f"fastsocket {f['workload']['local_share']}; connections/s under the debug kernel (not a benchmark): "
+        f"stock {s['workload']['cps']}, fastsocket {f['workload']['cps']}"
+    )
+    return shown
+
+
+def plot(data: dict, shown: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conns = {v: data["variants"][v]["workload"]["connections"] for v in VARIANTS}
+    vals = {
+        v: [per_kconn(data["variants"][v]["classes"].get(n, {}).get("acq_bounces", 0), conns[v]) for n in shown]
+        for v in VARIANTS
+    }
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.5))
+    y = range(len(shown))
+    ax.barh([i + 0.2 for i in y], vals["stock"], height=0.4, label="stock 6.12")
+    ax.barh([i - 0.2 for i in y], vals["fastsocket"], height=0.4, label="fastsocket")
+    ax.set_yticks(list(y), [n[:45] for n in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("lock acq-bounces per 1,000 connections (lock_stat)")
+    ax.set_title("Short connections, prefork server, 1 worker per CPU")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel-dir", type=Path, default=REPO / "out/x86_64/debug")
+    ap.add_argument("--conns", type=int, default=150, help="connections per CPU (default 150)")
+    ap.add_argument("--from-dir", type=Path, help="re-report an earlier run's directory without booting")
+    args = ap.parse_args()
+    if args.conns < 1:
+        ap.error("--conns must be at least 1")
+    if args.from_dir:
+        outdir = args.from_dir
+    else:
+        if not (args.kernel_dir / "manifest.json").exists():
+            ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py --profile debug` first")
+        outdir = results_dir("lockstat")
+        run_guest(args.kernel_dir, guest_script(args.conns), outdir)
+    data = report(outdir)
+    shown = print_table(data)
+    plot(data, shown, outdir / "lockstat.png")
+    print(f"\ndata and plot: {outdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
