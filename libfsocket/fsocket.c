@@ -110,6 +110,7 @@ struct lsn {
 	struct lsn *next;
 	int fd;
 	int family;
+	int backlog;		/* portable mode: the locals listen with G's */
 	enum lsn_state state;
 	bool accept_tried;	/* accept() already evaluated G since the last ADD */
 	bool announced;
@@ -492,9 +493,72 @@ static int pick_cpu(int fd)
 }
 
 /* Give this process a local listener for rec, registered wherever G is. */
+static bool listener_wanted(int fd, int *family);
+
+/* Portable mode and fastsocket.ko both need the tables. */
+static bool tracking(void)
+{
+	return conf.mode == FSOCKET_MODE_PORTABLE || conf.mode == FSOCKET_MODE_KERNEL;
+}
+
+/*
+ * Portable mode, before G listens: G joins a SO_REUSEPORT group (made when it
+ * listens), so that each worker's local listener can join it too.
+ */
+static void portable_prepare(int fd)
+{
+	int one = 1, family, saved = errno;
+
+	if (listener_wanted(fd, &family) &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)))
+		report(R_LISTEN, "libfsocket: listen fd %d: SO_REUSEPORT: %s\n", fd, strerror(errno));
+	errno = saved;
+}
+
+/*
+ * Portable mode: L is a SO_REUSEPORT sibling of G on G's address, marked
+ * with SO_INCOMING_CPU, so the group hands it the SYNs processed on cpu.
+ * Returns 0 or an errno; *op names the call that failed.
+ */
+static int portable_local(int l, const struct lsn *rec, int cpu, const char **op)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int one = 1, val;
+	socklen_t vlen = sizeof(val);
+
+	*op = "getsockname";
+	if (getsockname(rec->fd, (struct sockaddr *)&ss, &len))
+		return errno;
+	*op = "SO_REUSEADDR";
+	if (!getsockopt(rec->fd, SOL_SOCKET, SO_REUSEADDR, &val, &vlen) && val &&
+	    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)))
+		return errno;
+	vlen = sizeof(val);
+	*op = "IPV6_V6ONLY";
+	if (rec->family == AF_INET6 &&
+	    !getsockopt(rec->fd, IPPROTO_IPV6, IPV6_V6ONLY, &val, &vlen) &&
+	    setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &val, sizeof(val)))
+		return errno;
+	*op = "SO_REUSEPORT";
+	if (setsockopt(l, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)))
+		return errno;
+	*op = "bind";
+	if (bind(l, (struct sockaddr *)&ss, len))
+		return errno;
+	*op = "SO_INCOMING_CPU";
+	if (setsockopt(l, SOL_SOCKET, SO_INCOMING_CPU, &cpu, sizeof(cpu)))
+		return errno;
+	*op = "listen";
+	if (real_listen(l, rec->backlog > 0 ? rec->backlog : SOMAXCONN))
+		return errno;
+	return 0;
+}
+
 static void lsn_spawn(struct lsn *rec)
 {
 	struct fastsocket_local req;
+	const char *op = "";
 	struct local *loc;
 	unsigned int i;
 	int fl, cpu, l, err;
@@ -531,10 +595,15 @@ static void lsn_spawn(struct lsn *rec)
 	}
 	req.listen_fd = rec->fd;
 	req.cpu = cpu;
-	if (setsockopt(l, SOL_TCP, TCP_FASTSOCKET_LOCAL, &req, sizeof(req))) {
-		err = errno;
+	if (conf.mode == FSOCKET_MODE_KERNEL) {
+		err = setsockopt(l, SOL_TCP, TCP_FASTSOCKET_LOCAL, &req, sizeof(req)) ? errno : 0;
+		op = "TCP_FASTSOCKET_LOCAL";
+	} else {
+		err = portable_local(l, rec, cpu, &op);
+	}
+	if (err) {
 		real_close(l);
-		lsn_fail(rec, R_LOCAL, "TCP_FASTSOCKET_LOCAL", err);
+		lsn_fail(rec, R_LOCAL, op, err);
 		return;
 	}
 	loc = calloc(1, sizeof(*loc));
@@ -702,7 +771,7 @@ static void fd_range_closing(unsigned int first, unsigned int last)
 	unsigned int fd;
 	int cancel;
 
-	if (conf.mode != FSOCKET_MODE_KERNEL)
+	if (!tracking())
 		return;
 	tables_lock(&cancel);
 	if (ours())
@@ -928,12 +997,17 @@ static void fsocket_setup(void)
 	}
 	if (access(FSOCKET_PROC, R_OK)) {
 		conf.mode = FSOCKET_MODE_STOCK;
-		say("libfsocket: fastsocket module not loaded (%s missing); passing sockets through\n",
-		    FSOCKET_PROC);
-		return;
-	}
-	if (conf.verbose)
+		v = getenv("FSOCKET_PORTABLE");
+		if (v && !strcmp(v, "0")) {
+			say("libfsocket: fastsocket module not loaded (%s missing); passing sockets through\n",
+			    FSOCKET_PROC);
+			return;
+		}
+		say("libfsocket: fastsocket module not loaded (%s missing); portable mode: "
+		    "per-CPU SO_REUSEPORT listeners\n", FSOCKET_PROC);
+	} else if (conf.verbose) {
 		say("libfsocket: fastsocket module found\n");
+	}
 	owner = getpid();
 	if (!real_accept4 || !real_epoll_ctl || !real_close ||
 	    pthread_atfork(atfork_prepare, atfork_parent, atfork_child)) {
@@ -942,7 +1016,7 @@ static void fsocket_setup(void)
 			say("libfsocket: cannot track sockets in this process; passing sockets through\n");
 		return;
 	}
-	conf.mode = FSOCKET_MODE_KERNEL;
+	conf.mode = access(FSOCKET_PROC, R_OK) ? FSOCKET_MODE_PORTABLE : FSOCKET_MODE_KERNEL;
 }
 
 /* Every wrapper starts here: it may run before our constructor. */
@@ -990,7 +1064,7 @@ static bool listener_wanted(int fd, int *family)
 	return false;
 }
 
-static void kernel_listen(int fd)
+static void track_listener(int fd, int backlog)
 {
 	struct lsn *rec;
 	int one = 1;
@@ -1010,18 +1084,23 @@ static void kernel_listen(int fd)
 	 * on an nginx reload): enabling is idempotent, and this re-enables G
 	 * after the module was reloaded, for the workers forked from now on.
 	 */
-	if (setsockopt(fd, SOL_TCP, TCP_FASTSOCKET_LISTEN, &one, sizeof(one))) {
+	if (conf.mode == FSOCKET_MODE_KERNEL &&
+	    setsockopt(fd, SOL_TCP, TCP_FASTSOCKET_LISTEN, &one, sizeof(one))) {
 		report(R_LISTEN, "libfsocket: listen fd %d: TCP_FASTSOCKET_LISTEN: %s; passing through\n",
 		       fd, strerror(errno));
 		goto out;
 	}
-	if (lsn_find(fd))
+	rec = lsn_find(fd);
+	if (rec) {
+		rec->backlog = backlog;
 		goto out;
+	}
 	rec = calloc(1, sizeof(*rec));
 	if (!rec)
 		goto out;	/* enabled but without locals: G behaves as before */
 	rec->fd = fd;
 	rec->family = family;
+	rec->backlog = backlog;
 	rec->state = LS_NONE;
 	rec->next = lsns;
 	lsns = rec;
@@ -1042,20 +1121,14 @@ EXPORT int listen(int fd, int backlog)
 		errno = ENOSYS;
 		return -1;
 	}
+	if (conf.mode == FSOCKET_MODE_PORTABLE)
+		portable_prepare(fd);
 	ret = real_listen(fd, backlog);
 	if (ret)
 		return ret;
 	saved = errno;
-	switch (conf.mode) {
-	case FSOCKET_MODE_KERNEL:
-		kernel_listen(fd);
-		break;
-	case FSOCKET_MODE_STOCK:
-		/* Hook point: the portable SO_REUSEPORT mode (no module) goes here. */
-		break;
-	case FSOCKET_MODE_OFF:
-		break;
-	}
+	if (tracking())
+		track_listener(fd, backlog);
 	errno = saved;
 	return ret;
 }

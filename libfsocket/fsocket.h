@@ -18,7 +18,8 @@
 
 enum fsocket_mode {
 	FSOCKET_MODE_OFF,	/* FSOCKET_DISABLE=1: pass everything through */
-	FSOCKET_MODE_STOCK,	/* no module: pass through (portable mode comes later) */
+	FSOCKET_MODE_STOCK,	/* no module, FSOCKET_PORTABLE=0: pass through */
+	FSOCKET_MODE_PORTABLE,	/* no module: SO_REUSEPORT + SO_INCOMING_CPU locals */
 	FSOCKET_MODE_KERNEL,	/* fastsocket.ko is loaded */
 };
 

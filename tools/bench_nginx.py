@@ -8,8 +8,8 @@ pinned; wrk in the same guest opens one connection per request
 (Connection: close). Variants, all in the same boot:
   stock       shared listener, no preload
   reuseport   nginx `listen ... reuseport` (one listener per worker)
-  libfsocket  LD_PRELOAD=libfsocket.so without fastsocket.ko (pass-through
-              today; the SO_REUSEPORT portable mode is not written yet)
+  libfsocket  LD_PRELOAD=libfsocket.so without fastsocket.ko: portable mode
+              (per-worker SO_REUSEPORT listener with SO_INCOMING_CPU)
   fastsocket  LD_PRELOAD=libfsocket.so with fastsocket.ko (local listeners)
 Prints connections/s and the ratio to stock, and saves JSON and a plot
 under out/reports/. Under TCG (no KVM) the guest does a few hundred

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,10 +49,17 @@ def no_module():
     yield
 
 
-def test_without_module_passes_through_and_warns_once(tmp_path, no_module) -> None:
+def test_without_module_warns_once_and_serves(tmp_path, no_module) -> None:
     rc, err = run_server(tmp_path, {}, 7101)
     assert rc == 0
     assert err.count("fastsocket module not loaded") == 1
+    assert "portable mode" in err
+
+
+def test_without_module_portable_off_passes_through(tmp_path, no_module) -> None:
+    rc, err = run_server(tmp_path, {"FSOCKET_PORTABLE": "0"}, 7105)
+    assert rc == 0
+    assert err.count("passing sockets through") == 1
 
 
 def test_with_module_no_warning(tmp_path) -> None:
@@ -75,3 +83,34 @@ def test_bad_ports_value_is_reported_not_fatal(tmp_path, no_module, bad: str) ->
     rc, err = run_server(tmp_path, {"FSOCKET_PORTS": bad}, 7104)
     assert rc == 0
     assert f"FSOCKET_PORTS={bad} is not" in err
+
+
+SHORTCONN = Path(__file__).resolve().parents[2] / "tools" / "workloads" / "shortconn.py"
+
+
+def shortconn(env: dict[str, str], port: int) -> dict:
+    """The prefork workload (one pinned worker per CPU, pinned clients) under the given environment."""
+    import json
+
+    full_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so"), **env}
+    res = subprocess.run(
+        [sys.executable, SHORTCONN, "--port", str(port), "--conns", "40"],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+def test_portable_mode_gives_locality_without_the_module(no_module) -> None:
+    out = shortconn({}, 7110)
+    assert out["accepted"] == out["connections"] == 80
+    # Each worker's SO_REUSEPORT sibling with SO_INCOMING_CPU takes its CPU's SYNs.
+    assert out["local_share"] == 1.0, out
+
+
+def test_portable_mode_can_be_switched_off(no_module) -> None:
+    out = shortconn({"FSOCKET_PORTABLE": "0"}, 7111)
+    assert out["accepted"] == out["connections"] == 80
