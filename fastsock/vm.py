@@ -27,15 +27,17 @@ BAD_DMESG = (
     "BUG ",
     "Oops",
     "Kernel panic",
+    "general protection fault",
+    "INFO: task",
+    # lockdep reports (a debug kernel also prints harmless lines that mention lockdep)
     "possible circular locking",
     "possible recursive locking",
     "inconsistent lock state",
+    "INFO: possible",
     "suspicious RCU usage",
+    "turning off the locking correctness validator",
     "KASAN:",
     "UBSAN:",
-    "general protection fault",
-    "INFO: task",
-    "lockdep",
     "refcount_t:",
 )
 

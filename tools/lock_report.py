@@ -3,13 +3,14 @@
 
     python3 tools/lock_report.py            # needs the debug kernel: build.py --profile debug
 
-Both runs use the same prefork server (tools/workloads/shortconn.py: one
-worker per CPU, pinned, sharing one listener) under LD_PRELOAD=libfsocket.so;
-"stock" is without fastsocket.ko (the library passes through), "fastsocket"
-with it (each worker gets a local listener). Prints acq-bounces and
-con-bounces per 1,000 connections for the listen/accept path locks and the
-top lock classes, the ratio fastsocket/stock, and saves the data (JSON,
-raw lock_stat) and a plot under out/reports/.
+All runs use the same prefork server (tools/workloads/shortconn.py: one
+worker per CPU, pinned, sharing one listener): "stock" as it is, "portable"
+under LD_PRELOAD=libfsocket.so without fastsocket.ko (per-worker
+SO_REUSEPORT siblings with SO_INCOMING_CPU), "fastsocket" under the library
+with the module (local listeners). Prints acq-bounces and con-bounces per
+1,000 connections for the listen/accept path locks and the top lock
+classes, the ratios to stock, and saves the data (JSON, raw lock_stat) and
+a plot under out/reports/.
 
 lock_stat counts per lock class (all sockets' sk_lock share one class), and
 LOCKDEP/KASAN slow everything down: read the counts, not the speed.
@@ -29,7 +30,10 @@ from guestrun import REPO, results_dir, run_guest
 
 # Lock classes on the passive open, accept and listener paths.
 LISTEN_PATH = re.compile(r"rskq_lock|lhash2|reuseport_lock|sk_lock-AF_INET|slock-AF_INET|icsk_accept_queue")
-VARIANTS = ("stock", "fastsocket")
+# Every socket and epoll lock a short connection takes (the listen path, bind
+# buckets, ehash, socket wait queues, deferred skb frees, epoll).
+SOCKET_EPOLL = re.compile(LISTEN_PATH.pattern + r"|clock-AF_INET|bhash|&ptr\[i\]|socket\.wq|defer_lock|&ep->")
+VARIANTS = ("stock", "portable", "fastsocket")
 
 
 @dataclass
@@ -59,9 +63,10 @@ def parse_lock_stat(text: str) -> dict[str, LockClass]:
 
 def guest_script(conns: int) -> str:
     lib = REPO / "out/x86_64/debug/libfsocket.so"
-    run = f"LD_PRELOAD={lib} python3 {REPO}/tools/workloads/shortconn.py --conns {conns}"
     lines = ["test -e /proc/lock_stat || { echo 'no /proc/lock_stat: boot the debug profile'; exit 2; }"]
     for variant in VARIANTS:
+        preload = "" if variant == "stock" else f"LD_PRELOAD={lib} "
+        run = f"{preload}python3 {REPO}/tools/workloads/shortconn.py --conns {conns}"
         load = "modprobe fastsocket" if variant == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true"
         lines += [
             load,
@@ -92,52 +97,62 @@ def report(outdir: Path) -> dict:
                 "acq_bounces_per_kconn": per_kconn(sum(c.acq_bounces for c in listen), conns),
                 "con_bounces_per_kconn": per_kconn(sum(c.con_bounces for c in listen), conns),
             },
+            "socket_epoll": {
+                "acq_bounces_per_conn": round(
+                    sum(c.acq_bounces for c in classes.values() if SOCKET_EPOLL.search(c.name)) / conns, 2
+                ),
+            },
             "all_classes": {
                 "acq_bounces_per_conn": round(sum(c.acq_bounces for c in classes.values()) / conns, 2),
             },
             "classes": {c.name: asdict(c) for c in classes.values()},
         }
-    s, f = (data["variants"][v] for v in VARIANTS)
-    sa = s["listen_path"]["acq_bounces_per_kconn"]
-    fa = f["listen_path"]["acq_bounces_per_kconn"]
-    data["listen_path_acq_bounce_ratio"] = round(fa / sa, 3) if sa else None
+    sa = data["variants"]["stock"]["listen_path"]["acq_bounces_per_kconn"]
+    for v in VARIANTS[1:]:
+        va = data["variants"][v]["listen_path"]["acq_bounces_per_kconn"]
+        data[f"listen_path_acq_bounce_ratio_{v}"] = round(va / sa, 3) if sa else None
     (outdir / "report.json").write_text(json.dumps(data, indent=1))
     return data
 
 
 def print_table(data: dict) -> list[str]:
-    s, f = (data["variants"][v] for v in VARIANTS)
-    names = set(s["classes"]) | set(f["classes"])
-    conns = {v: data["variants"][v]["workload"]["connections"] for v in VARIANTS}
+    vs = data["variants"]
+    names = set().union(*(vs[v]["classes"] for v in VARIANTS))
+    conns = {v: vs[v]["workload"]["connections"] for v in VARIANTS}
 
     def val(v: str, name: str, field: str) -> float:
-        c = data["variants"][v]["classes"].get(name)
+        c = vs[v]["classes"].get(name)
         return per_kconn(c[field], conns[v]) if c else 0.0
 
-    top = sorted(names, key=lambda n: -max(val("stock", n, "acq_bounces"), val("fastsocket", n, "acq_bounces")))
+    top = sorted(names, key=lambda n: -max(val(v, n, "acq_bounces") for v in VARIANTS))
     shown = [n for n in top if LISTEN_PATH.search(n)] + [n for n in top[:12] if not LISTEN_PATH.search(n)]
-    print(f"{'lock class (per 1,000 connections)':48} {'acq-bounces':>23} {'con-bounces':>23}")
-    print(f"{'':48} {'stock':>7} {'fastsk':>7} {'ratio':>7} {'stock':>7} {'fastsk':>7} {'ratio':>7}")
+    cols = "".join(f"{v[:9]:>10}" for v in VARIANTS)
+    print(f"{'acq-bounces per 1,000 connections':46}{cols}   | con-bounces{cols}")
     for n in shown:
-        a = (val("stock", n, "acq_bounces"), val("fastsocket", n, "acq_bounces"))
-        c = (val("stock", n, "con_bounces"), val("fastsocket", n, "con_bounces"))
-        ra = f"{a[1] / a[0]:.2f}" if a[0] else "-"
-        rc = f"{c[1] / c[0]:.2f}" if c[0] else "-"
+        a = "".join(f"{val(v, n, 'acq_bounces'):10.1f}" for v in VARIANTS)
+        c = "".join(f"{val(v, n, 'con_bounces'):10.1f}" for v in VARIANTS)
         mark = "*" if LISTEN_PATH.search(n) else " "
-        print(f"{mark}{n[:47]:47} {a[0]:7.1f} {a[1]:7.1f} {ra:>7} {c[0]:7.1f} {c[1]:7.1f} {rc:>7}")
+        print(f"{mark}{n[:45]:45}{a}   |            {c}")
+    lp = {v: vs[v]["listen_path"]["acq_bounces_per_kconn"] for v in VARIANTS}
     print(
-        f"\n* listen/accept path total acq-bounces per 1,000 connections: "
-        f"stock {s['listen_path']['acq_bounces_per_kconn']}, fastsocket {f['listen_path']['acq_bounces_per_kconn']}"
-        f", ratio {data['listen_path_acq_bounce_ratio']}"
+        "\n* listen/accept path acq-bounces per 1,000 connections: "
+        + ", ".join(f"{v} {lp[v]}" for v in VARIANTS)
+        + "; ratio to stock: "
+        + ", ".join(f"{v} {data[f'listen_path_acq_bounce_ratio_{v}']}" for v in VARIANTS[1:])
     )
     print(
-        f"all lock classes, acq-bounces per connection: stock {s['all_classes']['acq_bounces_per_conn']}, "
-        f"fastsocket {f['all_classes']['acq_bounces_per_conn']}"
+        "socket and epoll locks, acq-bounces per connection: "
+        + ", ".join(f"{v} {vs[v]['socket_epoll']['acq_bounces_per_conn']}" for v in VARIANTS)
     )
     print(
-        f"locality share (accepted on the SYN's CPU): stock {s['workload']['local_share']}, "
-        f"fastsocket {f['workload']['local_share']}; connections/s under the debug kernel (not a benchmark): "
-        f"stock {s['workload']['cps']}, fastsocket {f['workload']['cps']}"
+        "all lock classes (with the 9p root, RCU, scheduler), acq-bounces per connection: "
+        + ", ".join(f"{v} {vs[v]['all_classes']['acq_bounces_per_conn']}" for v in VARIANTS)
+    )
+    print(
+        "locality share (accepted on the SYN's CPU): "
+        + ", ".join(f"{v} {vs[v]['workload']['local_share']}" for v in VARIANTS)
+        + "\nconnections/s under the debug kernel (LOCKDEP+KASAN, TCG: not a benchmark): "
+        + ", ".join(f"{v} {vs[v]['workload']['cps']}" for v in VARIANTS)
     )
     return shown
 
@@ -153,10 +168,10 @@ def plot(data: dict, shown: list[str], path: Path) -> None:
         v: [per_kconn(data["variants"][v]["classes"].get(n, {}).get("acq_bounces", 0), conns[v]) for n in shown]
         for v in VARIANTS
     }
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(shown) + 1.5))
     y = range(len(shown))
-    ax.barh([i + 0.2 for i in y], vals["stock"], height=0.4, label="stock 6.12")
-    ax.barh([i - 0.2 for i in y], vals["fastsocket"], height=0.4, label="fastsocket")
+    for k, v in enumerate(VARIANTS):
+        ax.barh([i + (k - 1) * 0.27 for i in y], vals[v], height=0.27, label=v)
     ax.set_yticks(list(y), [n[:45] for n in shown], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("lock acq-bounces per 1,000 connections (lock_stat)")

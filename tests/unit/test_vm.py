@@ -86,7 +86,10 @@ def test_no_kernel_built(tmp_path) -> None:
 
 
 def test_dmesg_problems() -> None:
-    clean = "[    0.000000] Linux version 6.12\n[    1.0] fastsocket: loaded\n"
+    clean = (
+        "[    0.000000] Linux version 6.12\n[    1.0] fastsocket: loaded\n"
+        "[    1.5] rcu: \tRCU lockdep checking is enabled.\n[    1.6] Lock dependency validator: Copyright\n"
+    )
     assert dmesg_problems(clean) == []
     for bad in (
         "[ 2.1] WARNING: CPU: 1 PID: 5 at net/core/sock.c:1 x",
