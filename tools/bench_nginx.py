@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -38,10 +39,10 @@ http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fast
 """
 
 
-def guest_script(kernel_dir: Path, cpus: int, seconds: int) -> str:
+def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
     lib = kernel_dir / "libfsocket.so"
     lines = ["ulimit -n 65536"]
-    for v in VARIANTS:
+    for r, v in ((r, v) for r in range(rounds) for v in VARIANTS):  # interleaved: drift hits all alike
         d = f"/tmp/bench-{v}"
         conf = CONF.format(n=cpus, d=d, reuseport=" reuseport" if v == "reuseport" else "")
         preload = f"LD_PRELOAD={lib} " if v in ("libfsocket", "fastsocket") else ""
@@ -53,9 +54,9 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int) -> str:
             "for i in $(seq 50); do wrk -t1 -c1 -d1s http://127.0.0.1:8088/index.html >/dev/null 2>&1 && break;"
             " sleep 0.2; done",
             f"wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://127.0.0.1:8088/index.html"
-            f" > $OUT/{v}-{cpus}.wrk",
+            f" > $OUT/{v}-{cpus}-{r}.wrk",
             "kill $NGINX; wait $NGINX || true",
-            f"cat /proc/net/fastsocket > $OUT/{v}-{cpus}.fastsocket 2>/dev/null || true",
+            f"cat /proc/net/fastsocket > $OUT/{v}-{cpus}-{r}.fastsocket 2>/dev/null || true",
         ]
     return "\n".join(lines)
 
@@ -103,22 +104,38 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel-dir", type=Path, default=REPO / "out/x86_64/vm")
     ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=4, help="per run (default 4)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per variant, interleaved (default 3)")
     args = ap.parse_args()
-    if args.seconds < 1 or any(c < 1 for c in args.cpus):
-        ap.error("--seconds and --cpus must be at least 1")
+    if args.seconds < 1 or args.rounds < 1 or any(c < 1 for c in args.cpus):
+        ap.error("--seconds, --rounds and --cpus must be at least 1")
     if not (args.kernel_dir / "manifest.json").exists():
         ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
     outdir = results_dir("nginx")
     results: dict[str, dict] = {}
     for cpus in args.cpus:
-        run_guest(args.kernel_dir, guest_script(args.kernel_dir, cpus, args.seconds), outdir, cpus=cpus)
-        results[str(cpus)] = {v: parse_wrk((outdir / f"{v}-{cpus}.wrk").read_text()) for v in VARIANTS}
+        run_guest(args.kernel_dir, guest_script(args.kernel_dir, cpus, args.seconds, args.rounds), outdir, cpus=cpus)
+        results[str(cpus)] = {}
+        for v in VARIANTS:
+            runs = [parse_wrk((outdir / f"{v}-{cpus}-{r}.wrk").read_text()) for r in range(args.rounds)]
+            cps = sorted(run["cps"] for run in runs)
+            results[str(cpus)][v] = {
+                "cps": statistics.median(cps),
+                "min": cps[0],
+                "max": cps[-1],
+                "runs": runs,
+                "errors": sum(run["errors"] for run in runs),
+                "non2xx": sum(run["non2xx"] for run in runs),
+            }
     (outdir / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"{'vCPUs':6}" + "".join(f"{v:>22}" for v in VARIANTS))
+    print(f"connections/s, median of {args.rounds} interleaved runs [min-max], ratio of medians to stock")
+    print(f"{'vCPUs':6}" + "".join(f"{v:>30}" for v in VARIANTS))
     for cpus, row in results.items():
         base = row["stock"]["cps"]
-        cells = "".join(f"{row[v]['cps']:>12.1f} ({row[v]['cps'] / base:4.2f}x)" for v in VARIANTS)
+        cells = "".join(
+            f"{row[v]['cps']:>9.1f} [{row[v]['min']:.0f}-{row[v]['max']:.0f}] ({row[v]['cps'] / base:4.2f}x)"
+            for v in VARIANTS
+        )
         print(f"{cpus:6}{cells}")
         bad = {v: r for v, r in row.items() if r["errors"] or r["non2xx"]}
         if bad:
