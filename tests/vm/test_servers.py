@@ -217,11 +217,11 @@ def short_requests(port: int, count: int, exchange) -> None:
             assert data == expected, f"connection {i}"
 
 
-def test_redis(tmp_path: Path, module: None) -> None:
-    argv = [
+def redis_argv(port: int, tmp_path: Path) -> list[str]:
+    return [
         "redis-server",
         "--port",
-        "6390",
+        str(port),
         "--bind",
         "127.0.0.1",
         "--save",
@@ -231,7 +231,10 @@ def test_redis(tmp_path: Path, module: None) -> None:
         "--dir",
         str(tmp_path),
     ]
-    with Server(argv, 6390, tmp_path / "out.log"):
+
+
+def test_redis(tmp_path: Path, module: None) -> None:
+    with Server(redis_argv(6390, tmp_path), 6390, tmp_path / "out.log"):
         short_requests(
             6390, 100, lambda i: (f"SET k{i} v{i:04d}\r\nGET k{i}\r\n".encode(), f"+OK\r\n$5\r\nv{i:04d}\r\n".encode())
         )
@@ -240,22 +243,7 @@ def test_redis(tmp_path: Path, module: None) -> None:
 
 def test_redis_pinned_gets_a_local_listener(tmp_path: Path, module: None) -> None:
     before = fs_counters()
-    argv = [
-        "taskset",
-        "-c",
-        "1",
-        "redis-server",
-        "--port",
-        "6391",
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
+    argv = ["taskset", "-c", "1", *redis_argv(6391, tmp_path)]
     with Server(argv, 6391, tmp_path / "out.log"):
         short_requests(6391, 100, lambda i: (b"PING\r\n", b"+PONG\r\n"))
     after = fs_counters()
