@@ -33,6 +33,7 @@ class Pin:
     sha256: str
     sums_url: str
     debian_tarball: Path
+    debian_sha256: str = ""
 
     @property
     def series(self) -> tuple[int, int]:
@@ -49,13 +50,16 @@ class Pin:
                 sha256=str(data.get("sha256", "")).lower(),
                 sums_url=str(data.get("sums_url", "")),
                 debian_tarball=Path(data.get("debian_tarball", "/nonexistent")),
+                debian_sha256=str(data.get("debian_sha256", "")).lower(),
             )
         except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
             raise SourceError(f"cannot read the kernel pin {path}: {exc}") from exc
         if not re.fullmatch(r"\d+\.\d+\.\d+", pin.version):
             raise SourceError(f"{path}: version {pin.version!r} is not of the form X.Y.Z")
-        if pin.sha256 and not re.fullmatch(r"[0-9a-f]{64}", pin.sha256):
-            raise SourceError(f"{path}: sha256 {pin.sha256!r} is not 64 hex digits")
+        for key in ("sha256", "debian_sha256"):
+            value = getattr(pin, key)
+            if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+                raise SourceError(f"{path}: {key} {value!r} is not 64 hex digits")
         return pin
 
 
@@ -127,7 +131,16 @@ class SourceCache:
                 return self._from_tarball(explicit, pin, expect_sha=None)
             raise SourceError(f"--source {explicit}: no such file or directory")
         if pin.debian_tarball.is_file():
-            return self._from_tarball(pin.debian_tarball, pin, expect_sha=None)
+            src = self._from_tarball(pin.debian_tarball, pin, expect_sha=None)
+            if pin.debian_sha256 and src.sha256 != pin.debian_sha256:
+                log.warning(
+                    "%s is not the tarball this series was verified on (sha256 %s, pinned %s): "
+                    "an updated Debian package; used if the series applies",
+                    pin.debian_tarball,
+                    src.sha256[:16],
+                    pin.debian_sha256[:16],
+                )
+            return src
         if not allow_download:
             raise SourceError(
                 f"no kernel source: {pin.debian_tarball} is missing",

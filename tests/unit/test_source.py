@@ -25,12 +25,19 @@ def test_tarball_is_unpacked_once_into_a_git_base(tmp_path, layout, pin, runner)
     assert len([c for c in runner.calls if c[0] == "tar"]) == 1, "re-run unpacked again"
 
 
-def test_debian_tarball_is_the_default(tmp_path, layout, runner) -> None:
+def test_debian_tarball_is_the_default(tmp_path, layout, runner, caplog) -> None:
     tar = make_tarball(tmp_path)
-    pin = Pin("6.12.117", "https://example.invalid/x.tar.xz", "", "", tar)
-    src = SourceCache(layout.cache, runner).resolve(pin, None)
+    pin = Pin("6.12.117", "https://example.invalid/x.tar.xz", "", "", tar, debian_sha256="0" * 64)
+    with caplog.at_level(logging.WARNING):
+        src = SourceCache(layout.cache, runner).resolve(pin, None)
     assert src.origin == str(tar)
     assert len(src.sha256) == 64
+    assert "not the tarball this series was verified on" in caplog.text
+    caplog.clear()
+    pinned = Pin("6.12.117", "https://example.invalid/x.tar.xz", "", "", tar, debian_sha256=src.sha256)
+    with caplog.at_level(logging.WARNING):
+        SourceCache(layout.cache, runner).resolve(pinned, None)
+    assert "verified on" not in caplog.text
 
 
 def test_no_source_and_no_download_names_the_package(layout, pin, runner) -> None:
@@ -73,6 +80,9 @@ def test_pin_validation(tmp_path) -> None:
         Pin.load(p)
     p.write_text('version = "6.12.1"\nurl = "x"\nsha256 = "abc"\n')
     with pytest.raises(SourceError, match="64 hex"):
+        Pin.load(p)
+    p.write_text('version = "6.12.1"\nurl = "x"\ndebian_sha256 = "xyz"\n')
+    with pytest.raises(SourceError, match="debian_sha256"):
         Pin.load(p)
     p.write_text("version = ")
     with pytest.raises(SourceError, match="cannot read"):
