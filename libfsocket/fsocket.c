@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -132,6 +133,12 @@ static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 /* Protects everything below; never held across a blocking call. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t owner;		/* the process these tables describe */
+/*
+ * A MADV_WIPEONFORK page holding owner: any forked child, with or without
+ * our atfork handlers (a raw clone() or fork syscall), sees it zeroed. The
+ * accept path checks it instead of calling getpid() on every connection.
+ */
+static volatile pid_t *fork_guard;
 static struct lsn *lsns;
 static struct local *dead_locals;
 static unsigned int reported;
@@ -242,6 +249,36 @@ static void tables_unlock(int cancel)
 static bool ours(void)
 {
 	return owner == getpid();
+}
+
+/* ours() without a system call while this is the process that set it up. */
+static bool ours_fast(void)
+{
+	if (fork_guard && owner && *fork_guard == owner)
+		return true;
+	return ours();
+}
+
+static void fork_guard_set(void)
+{
+	if (fork_guard)
+		*fork_guard = owner;
+}
+
+static void fork_guard_init(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
+
+	p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	if (madvise(p, page, MADV_WIPEONFORK)) {	/* before Linux 4.14: getpid() always */
+		munmap(p, page);
+		return;
+	}
+	fork_guard = p;
+	fork_guard_set();
 }
 
 /* -- local listeners --------------------------------------------------------- */
@@ -798,7 +835,7 @@ static struct local *local_get(int fd)
 {
 	struct lsn *rec;
 
-	if (!ours())
+	if (!ours_fast())
 		return NULL;
 	rec = lsn_find(fd);
 	if (!rec)
@@ -946,6 +983,7 @@ static void atfork_child(void)
 	/* The forking thread took the lock in atfork_prepare(); it lives on here. */
 	pthread_mutex_unlock(&lock);
 	owner = getpid();
+	fork_guard_set();
 	reported = 0;
 	for (rec = lsns; rec; rec = rec->next) {
 		for (i = 0; i < rec->nregs; i++)
@@ -1016,6 +1054,7 @@ static void fsocket_setup(void)
 			say("libfsocket: cannot track sockets in this process; passing sockets through\n");
 		return;
 	}
+	fork_guard_init();
 	conf.mode = access(FSOCKET_PROC, R_OK) ? FSOCKET_MODE_PORTABLE : FSOCKET_MODE_KERNEL;
 }
 
