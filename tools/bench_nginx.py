@@ -42,7 +42,9 @@ http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fast
 def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
     lib = kernel_dir / "libfsocket.so"
     lines = ["ulimit -n 65536"]
-    for r, v in ((r, v) for r in range(rounds) for v in VARIANTS):  # interleaved: drift hits all alike
+    # Interleaved, and each round starts one variant later: drift and position hit all alike.
+    order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
+    for r, v in order:
         d = f"/tmp/bench-{v}"
         conf = CONF.format(n=cpus, d=d, reuseport=" reuseport" if v == "reuseport" else "")
         preload = f"LD_PRELOAD={lib} " if v in ("libfsocket", "fastsocket") else ""
