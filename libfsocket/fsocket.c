@@ -7,6 +7,7 @@
  *   FSOCKET_PORTS=80,8080  accelerate only listeners on these ports
  *   FSOCKET_VERBOSE=1      report decisions on stderr
  *   FSOCKET_PIN=1          pin an unpinned worker to the CPU it runs on
+ *   FSOCKET_RFD=0          no CPU-encoded source ports for connect()
  *
  * The mode is decided once: off (FSOCKET_DISABLE or a bad FSOCKET_PORTS),
  * stock (no fastsocket module: everything passes through) or kernel.
@@ -32,8 +33,16 @@
  * connections: whenever the invariant cannot hold, L is closed and its
  * queue goes back to G.
  *
+ * Kernel mode, active connections (Receive Flow Deliver): connect() of an
+ * AF_INET/AF_INET6 socket, and bind() to port 0, first set
+ * TCP_FASTSOCKET_RFD, so the kernel picks a local port naming the CPU the
+ * caller runs on and delivers the replies there. Pin the threads that
+ * connect (FSOCKET_PIN=1 pins at the first listener, or use the server's
+ * own CPU affinity setting).
+ *
  * Intercepted: listen, accept, accept4, epoll_ctl, close, dup2, dup3,
- * close_range, closefrom. Diagnostics go out with write(2), not stdio.
+ * close_range, closefrom, connect, bind. Diagnostics go out with write(2),
+ * not stdio.
  */
 
 #include <dlfcn.h>
@@ -80,6 +89,7 @@ enum {
 	R_MIRROR	= 1 << 5,
 	R_SHUTDOWN	= 1 << 6,
 	R_TABLE		= 1 << 7,
+	R_RFD		= 1 << 8,
 };
 
 /* A local listener L of this process. */
@@ -154,6 +164,8 @@ static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
 static int (*real_close_range)(unsigned int, unsigned int, int);
 static void (*real_closefrom)(int);
+static int (*real_connect)(int, __CONST_SOCKADDR_ARG, socklen_t);
+static int (*real_bind)(int, __CONST_SOCKADDR_ARG, socklen_t);
 
 /* -- diagnostics ----------------------------------------------------------- */
 
@@ -1019,9 +1031,13 @@ static void fsocket_setup(void)
 	RESOLVE(dup3);
 	RESOLVE(close_range);
 	RESOLVE(closefrom);
+	RESOLVE(connect);
+	RESOLVE(bind);
 
 	conf.verbose = env_on("FSOCKET_VERBOSE");
 	conf.pin = env_on("FSOCKET_PIN");
+	v = getenv("FSOCKET_RFD");
+	conf.rfd = !(v && !strcmp(v, "0"));
 	if (env_on("FSOCKET_DISABLE")) {
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
@@ -1283,4 +1299,51 @@ EXPORT void closefrom(int lowfd)
 	}
 	fd_range_closing(lowfd < 0 ? 0 : (unsigned int)lowfd, ~0U);
 	real_closefrom(lowfd);
+}
+
+/* -- active connections (Receive Flow Deliver) ------------------------------------ */
+
+/* Before connect() or bind(port 0) of an Internet socket: ask for a CPU-encoded port. */
+static void rfd_prepare(int fd, const struct sockaddr *sa, socklen_t len, bool binding)
+{
+	int one = 1, saved;
+	in_port_t port;
+
+	if (conf.mode != FSOCKET_MODE_KERNEL || !conf.rfd || !sa || len < sizeof(sa_family_t))
+		return;
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+		port = ((const struct sockaddr_in *)sa)->sin_port;
+	else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
+		port = ((const struct sockaddr_in6 *)sa)->sin6_port;
+	else
+		return;
+	if (binding && port)
+		return;
+	saved = errno;
+	/* Fails harmlessly on UDP sockets and on a module without RFD. */
+	if (setsockopt(fd, SOL_TCP, TCP_FASTSOCKET_RFD, &one, sizeof(one)) && errno != ENOPROTOOPT)
+		report(R_RFD, "libfsocket: fd %d: TCP_FASTSOCKET_RFD: %s\n", fd, strerror(errno));
+	errno = saved;
+}
+
+EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
+{
+	fsocket_ready();
+	if (!real_connect) {
+		errno = ENOSYS;
+		return -1;
+	}
+	rfd_prepare(fd, addr.__sockaddr__, len, false);
+	return real_connect(fd, addr, len);
+}
+
+EXPORT int bind(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
+{
+	fsocket_ready();
+	if (!real_bind) {
+		errno = ENOSYS;
+		return -1;
+	}
+	rfd_prepare(fd, addr.__sockaddr__, len, true);
+	return real_bind(fd, addr, len);
 }

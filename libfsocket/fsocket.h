@@ -4,8 +4,8 @@
 
 #include <stdbool.h>
 
-/* Where the kernel module reports itself. */
-#define FSOCKET_PROC "/proc/net/fastsocket"
+/* The module is loaded (visible from every network namespace, unlike /proc/net). */
+#define FSOCKET_PROC "/sys/module/fastsocket/parameters/listen_spawn"
 
 /*
  * File descriptors the library tracks: enabled listeners, the epoll sets
@@ -28,6 +28,8 @@ struct fsocket_conf {
 	bool verbose;
 	/* FSOCKET_PIN=1: pin an unpinned worker to the CPU it runs on. */
 	bool pin;
+	/* Kernel mode: ask for CPU-encoded ports on connect()/bind(port 0). */
+	bool rfd;
 	/* Ports to accelerate; all TCP listeners when nports == 0. */
 	unsigned short ports[64];
 	unsigned int nports;

@@ -72,11 +72,22 @@ def module_loaded():
         sh("modprobe -r fastsocket")
 
 
-@pytest.fixture(params=["loaded", "active"])
+RFD_PORTS = Path("/sys/module/fastsocket/parameters/rfd_ports")
+
+
+@pytest.fixture(params=["loaded", "active", "rfd"])
 def fastsocket_state(request, module_loaded):
-    """loaded: the module only. active: also an enabled listener with a local listener per CPU."""
+    """loaded: the module only. active: also an enabled listener with a local listener per CPU.
+    rfd: every TCP socket gets a CPU-encoded local port (rfd_ports=2), with receive steering on."""
     if request.param == "loaded":
         yield request.param
+        return
+    if request.param == "rfd":
+        RFD_PORTS.write_text("2\n")
+        try:
+            yield request.param
+        finally:
+            RFD_PORTS.write_text("1\n")
         return
     socks: list[socket.socket] = []
     try:

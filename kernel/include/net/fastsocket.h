@@ -16,6 +16,7 @@
 #include <net/inet_connection_sock.h>
 #include <uapi/linux/fastsocket.h>
 
+struct sk_buff;
 struct sock;
 struct proto_accept_arg;
 
@@ -50,6 +51,29 @@ struct fastsocket_stats {
 	u64	accept_empty;	/* non-blocking accept() found both empty */
 	u64	spawned;	/* local listeners created */
 	u64	migrated;	/* queued connections moved to the global */
+	u64	port_scan;	/* port searches narrowed to this CPU's ports */
+	u64	port_fallback;	/* ... that found none free and widened */
+	u64	rx_active;	/* packets steered to their port's CPU */
+	u64	rx_passive;	/* TCP packets left to RPS */
+};
+
+/* rfd_ports: which sockets get a CPU-encoded local port. */
+enum {
+	FASTSOCKET_RFD_OFF,
+	FASTSOCKET_RFD_SOCKET,	/* those with TCP_FASTSOCKET_RFD set */
+	FASTSOCKET_RFD_ALL,	/* every TCP socket */
+};
+
+/*
+ * A local port search (__inet_hash_connect(), inet_csk_find_open_port())
+ * narrowed to the calling CPU's ports, and the stock search to fall back
+ * to once those are all taken.
+ */
+struct fastsocket_scan {
+	bool	narrowed;
+	int	step;
+	u32	offset;
+	u32	remaining;
 };
 
 /* Socket options the module implements (registered at load). */
@@ -63,6 +87,9 @@ struct fastsocket_sockopt_ops {
 
 #if IS_ENABLED(CONFIG_FASTSOCKET)
 DECLARE_STATIC_KEY_FALSE(fastsocket_listen_key);
+DECLARE_STATIC_KEY_FALSE(fastsocket_port_key);
+DECLARE_STATIC_KEY_FALSE(fastsocket_steer_key);
+extern int fastsocket_rfd_ports;
 DECLARE_PER_CPU(struct fastsocket_stats, fastsocket_stats);
 extern struct list_head fastsocket_groups;
 extern spinlock_t fastsocket_groups_lock;
@@ -77,6 +104,10 @@ int fastsocket_setsockopt(struct sock *sk, int optname, sockptr_t optval,
 			  unsigned int optlen);
 int fastsocket_getsockopt(struct sock *sk, int optname, sockptr_t optval,
 			  sockptr_t optlen);
+bool __fastsocket_port_scan(const struct sock *sk, int low, int high,
+			    u32 *offset, u32 *remaining, int *step);
+void fastsocket_port_fallback(void);
+int __fastsocket_rx_cpu(const struct sk_buff *skb);
 
 int fastsocket_register(const struct fastsocket_sockopt_ops *ops);
 void fastsocket_unregister(const struct fastsocket_sockopt_ops *ops);
@@ -88,7 +119,51 @@ void fastsocket_shutdown_local(struct sock *l);
 static inline bool fastsocket_optname(int optname)
 {
 	return optname >= TCP_FASTSOCKET_LISTEN &&
-	       optname <= TCP_FASTSOCKET_INFO;
+	       optname <= TCP_FASTSOCKET_RFD;
+}
+
+/*
+ * Before a local port search over [low, high): narrow it to this CPU's
+ * ports when the socket uses RFD, remembering the stock search in @scan.
+ */
+static inline void fastsocket_port_scan(const struct sock *sk, int low,
+					int high, u32 *offset, u32 *remaining,
+					int *step, struct fastsocket_scan *scan)
+{
+	scan->narrowed = false;
+	if (static_branch_unlikely(&fastsocket_port_key)) {
+		scan->offset = *offset;
+		scan->remaining = *remaining;
+		scan->step = *step;
+		scan->narrowed = __fastsocket_port_scan(sk, low, high, offset,
+							remaining, step);
+	}
+}
+
+/*
+ * After a narrowed search found nothing: restore the stock search and
+ * return true, so the caller runs it; false after a stock search.
+ */
+static inline bool fastsocket_port_rescan(struct fastsocket_scan *scan,
+					  u32 *offset, u32 *remaining,
+					  int *step)
+{
+	if (likely(!scan->narrowed))
+		return false;
+	scan->narrowed = false;
+	*offset = scan->offset;
+	*remaining = scan->remaining;
+	*step = scan->step;
+	fastsocket_port_fallback();
+	return true;
+}
+
+/* Receive steering: the CPU for an active connection's packet, or -1. */
+static inline int fastsocket_rx_cpu(const struct sk_buff *skb)
+{
+	if (static_branch_unlikely(&fastsocket_steer_key))
+		return __fastsocket_rx_cpu(skb);
+	return -1;
 }
 
 /* After a listener lookup: this CPU's local listener of the result, if any. */
@@ -129,6 +204,25 @@ static inline struct sock *fastsocket_migrate_target(struct sock *sk)
 }
 #else
 static inline bool fastsocket_optname(int optname) { return false; }
+static inline void fastsocket_port_scan(const struct sock *sk, int low,
+					int high, u32 *offset, u32 *remaining,
+					int *step, struct fastsocket_scan *scan)
+{
+	scan->narrowed = false;
+}
+
+static inline bool fastsocket_port_rescan(struct fastsocket_scan *scan,
+					  u32 *offset, u32 *remaining,
+					  int *step)
+{
+	return false;
+}
+
+static inline int fastsocket_rx_cpu(const struct sk_buff *skb)
+{
+	return -1;
+}
+
 static inline struct sock *fastsocket_listen_redirect(struct sock *sk)
 {
 	return sk;

@@ -2,9 +2,9 @@
 /*
  * Fastsocket: per-core TCP connection locality, the loadable half.
  *
- * The module owns the policy and the user interface: the listen_spawn
- * parameter, the TCP_FASTSOCKET_* socket options (include/uapi/linux/
- * fastsocket.h) and /proc/net/fastsocket. The mechanism lives in the
+ * The module owns the policy and the user interface: the listen_spawn,
+ * rfd_ports and rfd_steer parameters, the TCP_FASTSOCKET_* socket options
+ * (include/uapi/linux/fastsocket.h) and /proc/net/fastsocket. The mechanism lives in the
  * built-in net/fastsocket/hooks.c behind static keys this module turns
  * on. Unloading shuts every local listener down (their queued
  * connections move to the global listeners) before the keys go off.
@@ -15,6 +15,7 @@
 #include <linux/cpumask.h>
 #include <linux/file.h>
 #include <linux/init.h>
+#include <linux/log2.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
@@ -24,9 +25,10 @@
 #include <net/fastsocket.h>
 #include <net/inet_connection_sock.h>
 #include <net/net_namespace.h>
+#include <net/rps.h>
 #include <net/sock.h>
 
-#define FASTSOCKET_VERSION "0.2"
+#define FASTSOCKET_VERSION "0.3"
 
 enum {
 	FS_SPAWN_OFF,		/* no local listeners; options fail */
@@ -38,6 +40,8 @@ enum {
 static DEFINE_MUTEX(fs_mutex);
 static bool fs_loaded;
 static int listen_spawn = FS_SPAWN_MANUAL;
+static int rfd_ports = FASTSOCKET_RFD_SOCKET;
+static int rfd_steer = IS_ENABLED(CONFIG_RPS);
 
 /* Shut down every group's local listeners and detach the groups. */
 static void fs_disable_all(void)
@@ -91,6 +95,87 @@ static const struct kernel_param_ops listen_spawn_ops = {
 module_param_cb(listen_spawn, &listen_spawn_ops, &listen_spawn, 0644);
 MODULE_PARM_DESC(listen_spawn,
 		 "per-CPU local listeners: 0 off, 1 manual (default), 2 automatic");
+
+/* Turn the port key on or off to match rfd_ports. */
+static void fs_apply_ports(int mode)
+{
+	lockdep_assert_held(&fs_mutex);
+	WRITE_ONCE(fastsocket_rfd_ports, mode);
+	if (mode != FASTSOCKET_RFD_OFF)
+		static_branch_enable(&fastsocket_port_key);
+	else
+		static_branch_disable(&fastsocket_port_key);
+}
+
+static int rfd_ports_set(const char *val, const struct kernel_param *kp)
+{
+	int mode, err;
+
+	err = kstrtoint(val, 10, &mode);
+	if (err)
+		return err;
+	if (mode < FASTSOCKET_RFD_OFF || mode > FASTSOCKET_RFD_ALL)
+		return -EINVAL;
+	mutex_lock(&fs_mutex);
+	if (fs_loaded)
+		fs_apply_ports(mode);
+	WRITE_ONCE(rfd_ports, mode);
+	mutex_unlock(&fs_mutex);
+	return 0;
+}
+
+static const struct kernel_param_ops rfd_ports_ops = {
+	.set = rfd_ports_set,
+	.get = param_get_int,
+};
+module_param_cb(rfd_ports, &rfd_ports_ops, &rfd_ports, 0644);
+MODULE_PARM_DESC(rfd_ports,
+		 "CPU-encoded local ports: 0 off, 1 sockets with TCP_FASTSOCKET_RFD (default), 2 every TCP socket");
+
+/*
+ * Receive steering runs inside get_rps_cpu(), which the stack calls only
+ * while rps_needed is on: hold a reference on it while steering.
+ */
+static void fs_apply_steer(int on)
+{
+	lockdep_assert_held(&fs_mutex);
+#ifdef CONFIG_RPS
+	if (on) {
+		static_branch_inc(&rps_needed);
+		static_branch_enable(&fastsocket_steer_key);
+	} else {
+		static_branch_disable(&fastsocket_steer_key);
+		static_branch_dec(&rps_needed);
+	}
+#endif
+}
+
+static int rfd_steer_set(const char *val, const struct kernel_param *kp)
+{
+	int on, err;
+
+	err = kstrtoint(val, 10, &on);
+	if (err)
+		return err;
+	if (on != 0 && on != 1)
+		return -EINVAL;
+	if (on && !IS_ENABLED(CONFIG_RPS))
+		return -EOPNOTSUPP;
+	mutex_lock(&fs_mutex);
+	if (fs_loaded && on != rfd_steer)
+		fs_apply_steer(on);
+	WRITE_ONCE(rfd_steer, on);
+	mutex_unlock(&fs_mutex);
+	return 0;
+}
+
+static const struct kernel_param_ops rfd_steer_ops = {
+	.set = rfd_steer_set,
+	.get = param_get_int,
+};
+module_param_cb(rfd_steer, &rfd_steer_ops, &rfd_steer, 0644);
+MODULE_PARM_DESC(rfd_steer,
+		 "steer active connections' packets to the CPU their port names: 0 off, 1 on (default; needs CONFIG_RPS)");
 
 static int fs_resolve_cpu(int cpu)
 {
@@ -158,10 +243,28 @@ out:
 	return err;
 }
 
+static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
+{
+	int val;
+
+	if (optlen != sizeof(val))
+		return -EINVAL;
+	if (copy_from_sockptr(&val, optval, sizeof(val)))
+		return -EFAULT;
+	if (val != 0 && val != 1)
+		return -EINVAL;
+	if (val && READ_ONCE(rfd_ports) == FASTSOCKET_RFD_OFF)
+		return -EOPNOTSUPP;
+	inet_assign_bit(FASTSOCKET_RFD, sk, val);
+	return 0;
+}
+
 static int fs_setsockopt(struct sock *sk, int optname, sockptr_t optval,
 			 unsigned int optlen)
 {
 	switch (optname) {
+	case TCP_FASTSOCKET_RFD:
+		return fs_set_rfd(sk, optval, optlen);
 	case TCP_FASTSOCKET_LISTEN:
 		return fs_set_listen(sk, optval, optlen);
 	case TCP_FASTSOCKET_LOCAL:
@@ -177,6 +280,8 @@ static void fs_fill_info(struct sock *sk, struct fastsocket_info *info)
 	unsigned int cpu;
 
 	info->cpu = -1;
+	if (inet_test_bit(FASTSOCKET_RFD, sk))
+		info->flags |= FASTSOCKET_INFO_RFD;
 	rcu_read_lock();
 	fs = rcu_dereference(inet_csk(sk)->icsk_fastsocket);
 	if (fs && fs->local) {
@@ -201,12 +306,22 @@ static int fs_getsockopt(struct sock *sk, int optname, sockptr_t optval,
 			 sockptr_t optlen)
 {
 	struct fastsocket_info info = {};
-	int len;
+	int len, val;
 
-	if (optname != TCP_FASTSOCKET_INFO)
+	if (optname != TCP_FASTSOCKET_INFO && optname != TCP_FASTSOCKET_RFD)
 		return -ENOPROTOOPT;
 	if (copy_from_sockptr(&len, optlen, sizeof(len)))
 		return -EFAULT;
+	if (optname == TCP_FASTSOCKET_RFD) {
+		if (len < 0)
+			return -EINVAL;
+		val = inet_test_bit(FASTSOCKET_RFD, sk);
+		len = min_t(unsigned int, len, sizeof(val));
+		if (copy_to_sockptr(optlen, &len, sizeof(len)) ||
+		    copy_to_sockptr(optval, &val, len))
+			return -EFAULT;
+		return 0;
+	}
 	if (len < (int)sizeof(info))
 		return -EINVAL;
 	fs_fill_info(sk, &info);
@@ -237,14 +352,20 @@ static int fastsocket_proc_show(struct seq_file *seq, void *v)
 	seq_printf(seq, "fastsocket %s\n", FASTSOCKET_VERSION);
 	seq_printf(seq, "listen_spawn %d\n", READ_ONCE(listen_spawn));
 	seq_printf(seq, "groups %u\n", groups);
-	seq_puts(seq, "cpu listen_local listen_global accept_local accept_empty spawned migrated\n");
+	seq_printf(seq, "rfd_ports %d\n", READ_ONCE(rfd_ports));
+	seq_printf(seq, "rfd_steer %d\n", READ_ONCE(rfd_steer));
+	seq_printf(seq, "rfd_cpu_mask %lu\n", roundup_pow_of_two(nr_cpu_ids) - 1);
+	seq_puts(seq, "cpu listen_local listen_global accept_local accept_empty spawned migrated port_scan port_fallback rx_active rx_passive\n");
 	for_each_possible_cpu(cpu) {
 		const struct fastsocket_stats *st = per_cpu_ptr(&fastsocket_stats, cpu);
 
-		seq_printf(seq, "cpu%d %llu %llu %llu %llu %llu %llu\n", cpu,
-			   READ_ONCE(st->listen_local), READ_ONCE(st->listen_global),
+		seq_printf(seq, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+			   cpu, READ_ONCE(st->listen_local),
+			   READ_ONCE(st->listen_global),
 			   READ_ONCE(st->accept_local), READ_ONCE(st->accept_empty),
-			   READ_ONCE(st->spawned), READ_ONCE(st->migrated));
+			   READ_ONCE(st->spawned), READ_ONCE(st->migrated),
+			   READ_ONCE(st->port_scan), READ_ONCE(st->port_fallback),
+			   READ_ONCE(st->rx_active), READ_ONCE(st->rx_passive));
 	}
 	return 0;
 }
@@ -265,9 +386,12 @@ static int __init fastsocket_init(void)
 	fs_loaded = true;
 	if (listen_spawn != FS_SPAWN_OFF)
 		static_branch_enable(&fastsocket_listen_key);
+	fs_apply_ports(rfd_ports);
+	if (rfd_steer)
+		fs_apply_steer(true);
 	mutex_unlock(&fs_mutex);
-	pr_info("loaded (version %s, listen_spawn=%d)\n", FASTSOCKET_VERSION,
-		listen_spawn);
+	pr_info("loaded (version %s, listen_spawn=%d rfd_ports=%d rfd_steer=%d)\n",
+		FASTSOCKET_VERSION, listen_spawn, rfd_ports, rfd_steer);
 	return 0;
 }
 
@@ -278,6 +402,9 @@ static void __exit fastsocket_exit(void)
 	fs_disable_all();
 	if (listen_spawn != FS_SPAWN_OFF)
 		static_branch_disable(&fastsocket_listen_key);
+	fs_apply_ports(FASTSOCKET_RFD_OFF);
+	if (rfd_steer)
+		fs_apply_steer(false);
 	fs_loaded = false;
 	mutex_unlock(&fs_mutex);
 	remove_proc_entry("fastsocket", init_net.proc_net);

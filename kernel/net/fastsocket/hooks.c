@@ -12,6 +12,11 @@
  * children and its half-open requests migrate to G through the reuseport
  * migration path.
  *
+ * Receive Flow Deliver (the end of this file): a socket that asks for it
+ * gets a local port whose low bits name the CPU it connected on, and the
+ * receive path sends an active connection's packets to the CPU its port
+ * names, ahead of RPS.
+ *
  * Everything here is reached only through static keys that fastsocket.ko
  * enables, or from the module itself; unloading it disables every group
  * first, so the stock paths are all that remain.
@@ -19,11 +24,16 @@
 
 #define pr_fmt(fmt) "fastsocket: " fmt
 
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/log2.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <net/fastsocket.h>
 #include <net/inet_connection_sock.h>
 #include <net/inet_hashtables.h>
+#include <net/ip.h>
+#include <net/ipv6.h>
 #include <net/request_sock.h>
 #include <net/sock.h>
 #include <net/tcp.h>
@@ -540,3 +550,162 @@ int fastsocket_getsockopt(struct sock *sk, int optname, sockptr_t optval,
 	return err;
 }
 EXPORT_SYMBOL_GPL(fastsocket_getsockopt);
+
+/* -- Receive Flow Deliver ---------------------------------------------- */
+
+DEFINE_STATIC_KEY_FALSE(fastsocket_port_key);
+EXPORT_SYMBOL_GPL(fastsocket_port_key);
+DEFINE_STATIC_KEY_FALSE(fastsocket_steer_key);
+EXPORT_SYMBOL_GPL(fastsocket_steer_key);
+
+int fastsocket_rfd_ports __read_mostly = FASTSOCKET_RFD_SOCKET;
+EXPORT_SYMBOL_GPL(fastsocket_rfd_ports);
+
+/* A local port's low bits name its CPU: this many of them. */
+static unsigned int fs_cpu_mask(void)
+{
+	return roundup_pow_of_two(nr_cpu_ids) - 1;
+}
+
+static bool fs_rfd_wanted(const struct sock *sk)
+{
+	switch (READ_ONCE(fastsocket_rfd_ports)) {
+	case FASTSOCKET_RFD_ALL:
+		return sk->sk_protocol == IPPROTO_TCP;
+	case FASTSOCKET_RFD_SOCKET:
+		return inet_test_bit(FASTSOCKET_RFD, sk);
+	default:
+		return false;
+	}
+}
+
+/*
+ * Narrow a local port search over [low, high) to the ports of the calling
+ * CPU c, those with port & mask == c. The callers' loops start at
+ * low + *offset, advance by *step and wrap back by *remaining when they
+ * reach high; on return these describe a walk over c's ports only that
+ * starts at a position taken from the stock *offset, so the stock
+ * per-destination perturbation still spreads the choice. Returns false,
+ * leaving the search alone, when the socket does not use RFD or c owns
+ * no port in the range.
+ */
+bool __fastsocket_port_scan(const struct sock *sk, int low, int high,
+			    u32 *offset, u32 *remaining, int *step)
+{
+	unsigned int mask = fs_cpu_mask();
+	unsigned int cpu, first, n;
+
+	if (!mask || !fs_rfd_wanted(sk))
+		return false;
+	fs_stat_inc(port_scan);
+	cpu = raw_smp_processor_id() & mask;
+	first = low + ((cpu - low) & mask);
+	if (first >= high) {
+		fs_stat_inc(port_fallback);
+		return false;
+	}
+	n = (high - 1 - first) / (mask + 1) + 1;
+	*offset = first - low + (*offset % n) * (mask + 1);
+	*remaining = n * (mask + 1);
+	*step = mask + 1;
+	return true;
+}
+EXPORT_SYMBOL_GPL(__fastsocket_port_scan);
+
+/* Every port of the CPU was taken: the caller searches the whole range. */
+void fastsocket_port_fallback(void)
+{
+	fs_stat_inc(port_fallback);
+}
+EXPORT_SYMBOL_GPL(fastsocket_port_fallback);
+
+#ifdef CONFIG_RPS
+/* Is anything listening on TCP @port at @hash1's address or the wildcard? */
+static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
+			 unsigned short port)
+{
+	struct inet_hashinfo *h = net->ipv4.tcp_death_row.hashinfo;
+	const struct hlist_nulls_node *node;
+	u32 hash[2] = { hash1, hash_any };
+	struct sock *sk;
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(hash); i++)
+		sk_nulls_for_each_rcu(sk, node,
+				      &inet_lhash2_bucket(h, hash[i])->nulls_head)
+			if (sk->sk_num == port && net_eq(sock_net(sk), net))
+				return true;
+	return false;
+}
+
+/*
+ * Classify a received TCP packet by its ports, as Fastsocket does: a
+ * source port below 1024 is a server answering one of our active
+ * connections; a destination port below 1024, or one a listener owns, is
+ * a passive connection; anything else is active. An active connection's
+ * local port names its CPU, so its packets go there; passive ones are
+ * left to RSS/RPS. Called with rcu_read_lock held, before RPS.
+ */
+int __fastsocket_rx_cpu(const struct sk_buff *skb)
+{
+	const struct net *net = dev_net(skb->dev);
+	u32 hash, hash_any;
+	struct tcphdr _th;
+	const struct tcphdr *th;
+	unsigned short dport;
+	unsigned int cpu;
+	int thoff;
+
+	if (skb->protocol == htons(ETH_P_IP)) {
+		const struct iphdr *iph;
+		struct iphdr _iph;
+
+		iph = skb_header_pointer(skb, 0, sizeof(_iph), &_iph);
+		if (!iph || iph->version != 4 || iph->ihl < 5 ||
+		    iph->protocol != IPPROTO_TCP || ip_is_fragment(iph))
+			return -1;
+		thoff = iph->ihl * 4;
+		th = skb_header_pointer(skb, thoff, sizeof(_th), &_th);
+		if (!th)
+			return -1;
+		dport = ntohs(th->dest);
+		hash = ipv4_portaddr_hash(net, iph->daddr, dport);
+		hash_any = ipv4_portaddr_hash(net, htonl(INADDR_ANY), dport);
+#if IS_ENABLED(CONFIG_IPV6)
+	} else if (skb->protocol == htons(ETH_P_IPV6)) {
+		const struct ipv6hdr *ip6h;
+		struct ipv6hdr _ip6h;
+
+		ip6h = skb_header_pointer(skb, 0, sizeof(_ip6h), &_ip6h);
+		if (!ip6h || ip6h->version != 6 ||
+		    ip6h->nexthdr != IPPROTO_TCP)
+			return -1;
+		th = skb_header_pointer(skb, sizeof(*ip6h), sizeof(_th), &_th);
+		if (!th)
+			return -1;
+		dport = ntohs(th->dest);
+		hash = ipv6_portaddr_hash(net, &ip6h->daddr, dport);
+		hash_any = ipv6_portaddr_hash(net, &in6addr_any, dport);
+#endif
+	} else {
+		return -1;
+	}
+
+	if (ntohs(th->source) >= 1024 &&
+	    (dport < 1024 || fs_listening(net, hash, hash_any, dport))) {
+		fs_stat_inc(rx_passive);
+		return -1;
+	}
+	cpu = dport & fs_cpu_mask();
+	if (cpu >= nr_cpu_ids || !cpu_online(cpu))
+		return -1;
+	fs_stat_inc(rx_active);
+	return cpu;
+}
+#else
+int __fastsocket_rx_cpu(const struct sk_buff *skb)
+{
+	return -1;
+}
+#endif
+EXPORT_SYMBOL_GPL(__fastsocket_rx_cpu);

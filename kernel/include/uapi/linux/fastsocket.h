@@ -46,10 +46,26 @@
  *
  * getsockopt(S, SOL_TCP, TCP_FASTSOCKET_INFO, &struct fastsocket_info, &len)
  *   Describes S: an enabled listener, a local listener, or neither.
+ *
+ * setsockopt(S, SOL_TCP, TCP_FASTSOCKET_RFD, &int, sizeof(int))
+ *   Receive Flow Deliver for the TCP socket S's active connection.
+ *   1: when S gets its local port from the kernel (connect() of an
+ *      unbound socket, bind() to port 0, IP_BIND_ADDRESS_NO_PORT), the
+ *      port p satisfies p & (roundup_pow_of_two(nr_cpu_ids) - 1) == c,
+ *      c being the CPU the caller runs on, while c has a free port in the
+ *      range (ip_local_port_range, narrowed by IP_LOCAL_PORT_RANGE);
+ *      otherwise any free port, as without the option. With the module
+ *      parameter rfd_steer=1, incoming packets of such connections are
+ *      then processed on CPU c. Set it before connect() or bind(); pin
+ *      the thread to c.
+ *   0: stock port selection (the default, unless rfd_ports=2).
+ *   getsockopt() returns the current value.
+ *   Errors: EINVAL (bad value or length), EOPNOTSUPP (rfd_ports=0).
  */
 #define TCP_FASTSOCKET_LISTEN	0x4653
 #define TCP_FASTSOCKET_LOCAL	0x4654
 #define TCP_FASTSOCKET_INFO	0x4655
+#define TCP_FASTSOCKET_RFD	0x4656
 
 struct fastsocket_local {
 	__s32	listen_fd;	/* the enabled listening socket */
@@ -58,6 +74,7 @@ struct fastsocket_local {
 
 #define FASTSOCKET_INFO_ENABLED	(1U << 0)	/* an enabled listener */
 #define FASTSOCKET_INFO_LOCAL	(1U << 1)	/* a local listener */
+#define FASTSOCKET_INFO_RFD	(1U << 2)	/* TCP_FASTSOCKET_RFD is on */
 
 struct fastsocket_info {
 	__u32	flags;		/* FASTSOCKET_INFO_* */

@@ -1,0 +1,620 @@
+"""Receive Flow Deliver: CPU-encoded source ports and port-based receive steering.
+
+With fastsocket.ko loaded, a TCP socket that asked for RFD (TCP_FASTSOCKET_RFD, or
+every TCP socket with rfd_ports=2) gets a local port p with p & mask == c, c being
+the CPU it connects (or binds) on and mask = roundup_pow_of_two(nr_cpu_ids) - 1;
+with rfd_steer=1 the packets of such active connections are processed on CPU
+dport & mask, whatever RPS would have picked. The tests connect from a client
+namespace to a server namespace over veth, with RPS spreading flows over every CPU
+on both ends, so a reply lands on the connecting CPU only if the kernel steers it.
+The stock kernel (module unloaded) runs as the control in the same guest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.vm import fslisten as fs
+from tests.vm.guest import sh
+
+TCP_FASTSOCKET_RFD = 0x4656
+FASTSOCKET_INFO_RFD = 1 << 2
+IP_BIND_ADDRESS_NO_PORT = 24
+IP_LOCAL_PORT_RANGE = 51
+PARAMS = Path("/sys/module/fastsocket/parameters")
+V4, V6 = socket.AF_INET, socket.AF_INET6
+PER_CPU = 24  # connections per CPU per run
+PORT = 8600
+
+
+def set_param(name: str, value: int | str) -> None:
+    """Write a module parameter; raises OSError with the kernel's errno."""
+    fd = os.open(PARAMS / name, os.O_WRONLY)
+    try:
+        os.write(fd, f"{value}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def get_param(name: str) -> int:
+    return int((PARAMS / name).read_text())
+
+
+def cpu_mask() -> int:
+    ncpu = int(Path("/sys/devices/system/cpu/possible").read_text().strip().split("-")[-1]) + 1
+    p = 1
+    while p < ncpu:
+        p <<= 1
+    return p - 1
+
+
+def rfd_socket(family: int, on: bool = True) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    if on:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1)
+    return s
+
+
+def local_port(s: socket.socket) -> int:
+    return s.getsockname()[1]
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cpus() -> list[int]:
+    online = fs.online_cpus()
+    assert len(online) >= 2, f"these tests need 2 CPUs, the guest has {online}"
+    return online
+
+
+@pytest.fixture
+def module():
+    """fastsocket.ko loaded with its defaults (rfd_ports=1, rfd_steer=1); unloaded afterwards."""
+    if fs.module_loaded():
+        fs.unload_module()
+    fs.load_module()
+    try:
+        assert get_param("rfd_ports") == 1 and get_param("rfd_steer") == 1
+        yield
+    finally:
+        if fs.module_loaded():
+            fs.unload_module()
+
+
+@pytest.fixture
+def no_module():
+    if fs.module_loaded():
+        fs.unload_module()
+    yield
+
+
+@dataclass
+class Veth:
+    server: dict[int, str]  # family -> server address (namespace rfdS)
+    client_ns: str = "rfdC"
+    server_ns: str = "rfdS"
+
+
+@pytest.fixture
+def veth(cpus) -> Iterator[Veth]:
+    """Namespaces rfdC (client) and rfdS (server) joined by veth, RPS over every CPU on both ends."""
+    sh("ip netns add rfdS && ip netns add rfdC")
+    try:
+        sh("ip link add vrC netns rfdC type veth peer name vrS netns rfdS")
+        sh("ip -n rfdC addr add 10.97.0.1/24 dev vrC && ip -n rfdS addr add 10.97.0.2/24 dev vrS")
+        sh("ip -n rfdC addr add fd97::1/64 dev vrC nodad && ip -n rfdS addr add fd97::2/64 dev vrS nodad")
+        mask = f"{sum(1 << c for c in cpus):x}"
+        for ns, dev in (("rfdC", "vrC"), ("rfdS", "vrS")):
+            sh(f"ip -n {ns} link set {dev} up && ip -n {ns} link set lo up")
+            rps = f"/sys/class/net/{dev}/queues/rx-0/rps_cpus"
+            got = sh(f"ip netns exec {ns} sh -c 'echo {mask} > {rps} && cat {rps}'").stdout.strip()
+            assert int(got.replace(",", ""), 16) == int(mask, 16), f"{dev} rps_cpus is {got}, wanted {mask}"
+        yield Veth(server={V4: "10.97.0.2", V6: "fd97::2"})
+    finally:
+        sh("ip netns del rfdS; ip netns del rfdC", check=False)
+
+
+class ReplyServer:
+    """Threaded TCP server: reads one line, answers 64 bytes, waits for the peer to close."""
+
+    def __init__(self, family: int, addr: str, port: int, ns: str) -> None:
+        with fs.netns(ns):
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr, port))
+        self.sock.listen(512)
+        self.errors: list[str] = []
+        self.served = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(30)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = conn.recv(64)
+                if not chunk:
+                    raise ConnectionError("peer closed before its request")
+                buf += chunk
+            conn.sendall(b"r" * 63 + b"\n")
+            self.served += 1
+            conn.recv(1)  # until the client closes
+        except OSError as exc:
+            self.errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        self._thread.join(5)
+
+
+@contextlib.contextmanager
+def reply_server(family: int, addr: str, port: int, ns: str = "rfdS") -> Iterator[ReplyServer]:
+    srv = ReplyServer(family, addr, port, ns)
+    try:
+        yield srv
+    finally:
+        srv.close()
+    assert not srv.errors, f"server errors: {srv.errors[:5]}"
+
+
+@dataclass
+class Conn:
+    cpu: int
+    port: int
+    incoming_cpu: int
+
+
+def request(family: int, addr: str, port: int, ns: str, rfd: bool) -> Conn:
+    """Connect from the calling (pinned) thread in namespace ns, one request/reply."""
+    with fs.netns(ns):
+        s = rfd_socket(family, rfd)
+    try:
+        s.settimeout(30)
+        s.connect((addr, port))
+        s.sendall(b"q\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(128)
+            assert chunk, "server closed before replying"
+            reply += chunk
+        assert reply == b"r" * 63 + b"\n"
+        return Conn(os.sched_getaffinity(0).pop(), local_port(s), s.getsockopt(socket.SOL_SOCKET, fs.SO_INCOMING_CPU))
+    finally:
+        s.close()
+
+
+def run_clients(family: int, addr: str, port: int, cpus: list[int], rfd: bool, ns: str = "rfdC") -> list[Conn]:
+    conns: list[Conn] = []
+    for c in cpus:
+        with fs.pinned(c):
+            conns.extend(request(family, addr, port, ns, rfd) for _ in range(PER_CPU))
+    return conns
+
+
+def init_counters() -> dict[str, int]:
+    """/proc/net/fastsocket of the initial namespace, summed over CPUs; empty without the module."""
+    path = Path("/proc/1/net/fastsocket")
+    if not path.exists():
+        return {}
+    rows = fs.read_counters(path.read_text())
+    return {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))}
+
+
+def share(conns: list[Conn]) -> float:
+    return sum(c.incoming_cpu == c.cpu for c in conns) / len(conns)
+
+
+# -- 1. locality of active connections -------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+def test_replies_are_processed_on_the_connecting_cpu(cpus, veth, family) -> None:
+    """Module loaded: every port encodes its CPU and every reply lands there; stock (control): about 1/N."""
+    addr = veth.server[family]
+    mask = cpu_mask()
+    with reply_server(family, addr, PORT):
+        if fs.module_loaded():
+            fs.unload_module()
+        stock = run_clients(family, addr, PORT, cpus, rfd=False)
+        fs.load_module()
+        try:
+            before = fs.read_counters()
+            rfd = run_clients(family, addr, PORT, cpus, rfd=True)
+            delta = fs.counter_delta(before, fs.read_counters())
+        finally:
+            fs.unload_module()
+    fs.report(
+        f"rfd-veth-{family.name}",
+        {"stock_share": share(stock), "rfd_share": share(rfd), "connections": len(rfd), "counters": delta},
+    )
+    bad_ports = [(c.cpu, c.port) for c in rfd if c.port & mask != c.cpu]
+    assert not bad_ports, f"source ports not encoding their CPU (cpu, port): {bad_ports[:10]}"
+    off_cpu = [(c.cpu, c.incoming_cpu) for c in rfd if c.incoming_cpu != c.cpu]
+    assert not off_cpu, f"replies processed off the connecting CPU (cpu, incoming): {off_cpu[:10]}"
+    assert share(stock) < 0.9, f"control: RPS put {share(stock):.0%} of replies on the connecting CPU; no spreading"
+    assert fs.counter_total(delta, "rx_active") >= len(rfd), delta
+    assert fs.counter_total(delta, "port_scan") >= len(rfd), delta
+    assert fs.counter_total(delta, "port_fallback") == 0, delta
+
+
+def test_steering_can_be_switched_off_at_run_time(cpus, veth, module) -> None:
+    addr = veth.server[V4]
+    with reply_server(V4, addr, PORT):
+        set_param("rfd_steer", 0)
+        before = fs.read_counters()
+        off = run_clients(V4, addr, PORT, cpus, rfd=True)
+        delta_off = fs.counter_delta(before, fs.read_counters())
+        set_param("rfd_steer", 1)
+        on = run_clients(V4, addr, PORT, cpus, rfd=True)
+    assert fs.counter_total(delta_off, "rx_active") == 0, delta_off
+    assert share(off) < 0.9, f"steering off, yet {share(off):.0%} of replies on the connecting CPU"
+    assert share(on) == 1.0, [(c.cpu, c.incoming_cpu) for c in on if c.cpu != c.incoming_cpu]
+    assert all(c.port & cpu_mask() == c.cpu for c in off + on)
+
+
+def test_rfd_ports_all_needs_no_socket_option(cpus, veth, module) -> None:
+    addr = veth.server[V4]
+    set_param("rfd_ports", 2)
+    with reply_server(V4, addr, PORT):
+        conns = run_clients(V4, addr, PORT, cpus, rfd=False)
+    assert all(c.port & cpu_mask() == c.cpu for c in conns), [(c.cpu, c.port) for c in conns]
+    assert share(conns) == 1.0
+    # rfd_ports=0: the option is refused, and sockets that set it before get stock ports.
+    set_param("rfd_ports", 1)
+    with fs.netns("rfdC"):
+        socks = [rfd_socket(V4, True) for _ in range(32)]
+    set_param("rfd_ports", 0)
+    try:
+        probe = socket.socket()
+        assert fs.errno_of(probe.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1) == errno.EOPNOTSUPP
+        probe.close()
+        # Stock connect() prefers ports of ip_local_port_range's low bound's parity (even),
+        # so from an odd CPU a CPU-encoded port would stand out.
+        with reply_server(V4, addr, PORT), fs.pinned(cpus[1]):
+            for s in socks:
+                s.connect((addr, PORT))
+        classes = {local_port(s) & cpu_mask() for s in socks}
+    finally:
+        for s in socks:
+            s.close()
+    assert classes != {cpus[1]}, "rfd_ports=0 still encodes the CPU in every port"
+
+
+# -- 2. port selection keeps stock behaviour -------------------------------------------------
+
+
+@contextlib.contextmanager
+def loopback_ns(name: str, port_range: str | None = None) -> Iterator[None]:
+    sh(f"ip netns add {name} && ip -n {name} link set lo up")
+    try:
+        if port_range:
+            sh(f"ip netns exec {name} sysctl -q -w net.ipv4.ip_local_port_range='{port_range}'")
+        yield
+    finally:
+        sh(f"ip netns del {name}", check=False)
+
+
+def fill_ports(cpu: int, rfd: bool, ns: str, port: int) -> tuple[list[int], int]:
+    """Connect to 127.0.0.1:port until the kernel refuses; returns (local ports, errno of the refusal)."""
+    socks: list[socket.socket] = []
+    err = 0
+    with fs.pinned(cpu), fs.netns(ns):
+        try:
+            for _ in range(100):
+                s = rfd_socket(V4, rfd)
+                socks.append(s)
+                try:
+                    s.connect(("127.0.0.1", port))
+                except OSError as exc:
+                    err = exc.errno
+                    socks.pop().close()
+                    break
+            ports = [local_port(s) for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+    return ports, err
+
+
+def test_port_range_exhaustion_falls_back_and_never_fails_earlier(cpus, module) -> None:
+    """10 ephemeral ports: RFD gives this CPU's 5 first, then the others; connect fails where stock fails."""
+    with loopback_ns("rfdX", "40000 40009"):
+        # Two destinations: the first run's ports linger in TIME_WAIT towards the first.
+        with fs.netns("rfdX"):
+            lsns = [socket.socket(), socket.socket()]
+        for i, lsn in enumerate(lsns):
+            lsn.bind(("127.0.0.1", 9000 + i))
+            lsn.listen(256)
+        try:
+            before = fs.read_counters()
+            ports, err = fill_ports(cpus[0], True, "rfdX", 9000)
+            delta = fs.counter_delta(before, fs.read_counters())
+            stock_ports, stock_err = fill_ports(cpus[0], False, "rfdX", 9001)
+        finally:
+            for lsn in lsns:
+                lsn.close()
+    assert sorted(stock_ports) == list(range(40000, 40010)) and stock_err == errno.EADDRNOTAVAIL
+    assert sorted(ports) == list(range(40000, 40010)), f"RFD got ports {sorted(ports)}, stock got all 10"
+    assert err == errno.EADDRNOTAVAIL, f"11th connect failed with {fs.ename(err)}"
+    mine = [p for p in ports if p & cpu_mask() == cpus[0]]
+    assert ports[: len(mine)] == mine, f"this CPU's ports did not come first: {ports}"
+    assert fs.counter_total(delta, "port_fallback") >= 10 - len(mine), delta
+
+
+def test_per_socket_port_range_and_bind_paths(cpus, module) -> None:
+    mask = cpu_mask()
+    with loopback_ns("rfdB"):
+        with fs.netns("rfdB"):
+            lsn = socket.socket()
+        lsn.bind(("127.0.0.1", 9001))
+        lsn.listen(256)
+        try:
+            for c in cpus:
+                with fs.pinned(c), fs.netns("rfdB"):
+                    for _ in range(8):
+                        # IP_LOCAL_PORT_RANGE: the CPU's ports inside the socket's own range
+                        s = rfd_socket(V4)
+                        s.setsockopt(socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", (50015 << 16) | 50000))
+                        s.connect(("127.0.0.1", 9001))
+                        p = local_port(s)
+                        assert 50000 <= p <= 50015 and p & mask == c, (c, p)
+                        s.close()
+                        # bind(addr, 0)
+                        s = rfd_socket(V4)
+                        s.bind(("127.0.0.1", 0))
+                        assert local_port(s) & mask == c, (c, local_port(s))
+                        s.close()
+                        # IP_BIND_ADDRESS_NO_PORT: chosen at connect
+                        s = rfd_socket(V4)
+                        s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                        s.bind(("127.0.0.1", 0))
+                        assert local_port(s) == 0
+                        s.connect(("127.0.0.1", 9001))
+                        assert local_port(s) & mask == c, (c, local_port(s))
+                        s.close()
+                        # IPv6 bind(::1, 0)
+                        s = rfd_socket(V6)
+                        s.bind(("::1", 0))
+                        assert local_port(s) & mask == c, (c, local_port(s))
+                        s.close()
+        finally:
+            lsn.close()
+
+
+def _proc_ports(ns: str, name: str) -> set[int]:
+    with fs.netns(ns):
+        text = Path(f"/proc/thread-self/net/{name}").read_text()
+    ports = set()
+    for line in text.splitlines()[1:]:
+        local = line.split()[1]
+        ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+def test_listings_see_every_rfd_connection(cpus, module) -> None:
+    """ss (inet_diag) and /proc/net/tcp{,6} list every connection, on every CPU."""
+    with loopback_ns("rfdL"):
+        with fs.netns("rfdL"):
+            l4, l6 = socket.socket(), socket.socket(V6)
+        l4.bind(("127.0.0.1", 9002))
+        l6.bind(("::1", 9002))
+        for lsn in (l4, l6):
+            lsn.listen(256)
+        socks: list[socket.socket] = []
+        try:
+            for c in cpus:
+                with fs.pinned(c), fs.netns("rfdL"):
+                    for fam, addr in ((V4, "127.0.0.1"), (V6, "::1")):
+                        for _ in range(10):
+                            s = rfd_socket(fam)
+                            s.connect((addr, 9002))
+                            socks.append(s)
+            want4 = {local_port(s) for s in socks if s.family == V4}
+            want6 = {local_port(s) for s in socks if s.family == V6}
+            assert want4 <= _proc_ports("rfdL", "tcp"), want4 - _proc_ports("rfdL", "tcp")
+            assert want6 <= _proc_ports("rfdL", "tcp6"), want6 - _proc_ports("rfdL", "tcp6")
+            out = sh("ip netns exec rfdL ss -tnH state established").stdout
+            listed = {int(line.split()[2].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+            missing = (want4 | want6) - listed
+            assert not missing, f"ss does not list local ports {sorted(missing)}:\n{out}"
+        finally:
+            for s in socks:
+                s.close()
+            l4.close()
+            l6.close()
+
+
+# -- 3. interface: bad input, info, unload ---------------------------------------------------
+
+
+def test_bad_socket_option_and_parameter_values_are_rejected(module) -> None:
+    s = socket.socket()
+    try:
+        for value in (2, -1, 1 << 20):
+            assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, value) == errno.EINVAL
+        assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, b"\x01\x00") == errno.EINVAL
+        s.setsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1)
+        assert s.getsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD) == 1
+        flags = struct.unpack("IiII", s.getsockopt(socket.IPPROTO_TCP, fs.TCP_FASTSOCKET_INFO, fs.INFO_LEN))[0]
+        assert flags & FASTSOCKET_INFO_RFD
+        s.setsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 0)
+        assert s.getsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD) == 0
+    finally:
+        s.close()
+    bad_values = [("rfd_ports", "3"), ("rfd_ports", "-1"), ("rfd_ports", "x"), ("rfd_steer", "2"), ("rfd_steer", "")]
+    for name, bad in bad_values:
+        with pytest.raises(OSError) as exc:
+            set_param(name, bad)
+        assert exc.value.errno == errno.EINVAL, (name, bad, exc.value)
+    assert get_param("rfd_ports") == 1 and get_param("rfd_steer") == 1
+
+
+def test_option_fails_cleanly_without_the_module(no_module) -> None:
+    s = socket.socket()
+    try:
+        assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1) == errno.ENOPROTOOPT
+    finally:
+        s.close()
+
+
+def test_unload_under_connect_load_keeps_traffic_flowing(cpus, veth, module) -> None:
+    addr = veth.server[V4]
+    failures: list[str] = []
+    done = threading.Event()
+    count = [0]
+
+    def client(cpu: int) -> None:
+        with fs.pinned(cpu):
+            while not done.is_set():
+                try:
+                    request(V4, addr, PORT, "rfdC", rfd=False)
+                    count[0] += 1
+                except (OSError, AssertionError) as exc:
+                    failures.append(repr(exc))
+
+    with reply_server(V4, addr, PORT):
+        set_param("rfd_ports", 2)
+        threads = [threading.Thread(target=client, args=(c,)) for c in cpus]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        mid = count[0]
+        fs.unload_module()
+        time.sleep(2)
+        done.set()
+        for t in threads:
+            t.join(60)
+    assert not failures, failures[:5]
+    assert mid > 0 and count[0] > mid, f"connections before unload {mid}, total {count[0]}"
+
+
+# -- 4. HAProxy proxying to nginx backends in another namespace --------------------------------
+
+BACKEND_NGINX = """
+daemon off;
+master_process on;
+worker_processes 2;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 10.97.0.2:80;
+        listen 10.97.0.2:8081;
+        root {d}/www;
+    }}
+}}
+"""
+
+PROXY_HAPROXY = """
+global
+    nbthread 2
+    cpu-map auto:1/1-2 0-1
+    maxconn 2000
+defaults
+    mode http
+    option httpclose
+    http-reuse never
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    server b1 10.97.0.2:80
+    server b2 10.97.0.2:8081
+"""
+
+
+def test_haproxy_proxies_to_nginx_backends_with_rfd(tmp_path: Path, cpus, veth) -> None:
+    """wrk -> HAProxy (LD_PRELOAD, 2 pinned threads) -> nginx in rfdS: no errors, stock and with RFD.
+
+    With the module, every backend connection got a CPU-encoded source port
+    (port_scan, no fallback) and the backends' replies were steered (rx_active).
+    """
+    from tests.vm.test_servers import Server, wrk
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("fastsock backend\n" * 4)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(BACKEND_NGINX.format(d=tmp_path))
+    backend = subprocess.Popen(
+        ["ip", "netns", "exec", "rfdS", "nginx", "-c", str(conf), "-p", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    results: dict[str, dict] = {}
+    try:
+        time.sleep(1)
+        assert backend.poll() is None, f"backend nginx exited: {(tmp_path / 'error.log').read_text()}"
+        hconf = tmp_path / "haproxy.cfg"
+        hconf.write_text(PROXY_HAPROXY.format(port=8093))
+        for variant in ("stock", "fastsocket"):
+            if variant == "fastsocket":
+                fs.load_module()
+            elif fs.module_loaded():
+                fs.unload_module()
+            try:
+                # HAProxy and wrk run in the client namespace (threads inherit it).
+                with (
+                    fs.netns("rfdC"),
+                    Server(["haproxy", "-db", "-f", str(hconf)], 8093, tmp_path / f"haproxy-{variant}.log"),
+                ):
+                    time.sleep(0.5)
+                    before = init_counters()
+                    requests = wrk("http://127.0.0.1:8093/index.html", seconds=4)
+                    after = init_counters()
+                results[variant] = {"requests": requests, **{k: after[k] - before[k] for k in after}}
+            finally:
+                if fs.module_loaded():
+                    fs.unload_module()
+    finally:
+        os.killpg(backend.pid, 15)
+        backend.wait(timeout=20)
+    fs.report("rfd-haproxy", results)
+    got = results["fastsocket"]
+    assert results["stock"]["requests"] > 0
+    # The readiness probe and wrk each open backend connections: at least one per request.
+    assert got["port_scan"] >= got["requests"], got
+    assert got["port_fallback"] == 0, got
+    assert got["rx_active"] >= got["requests"], got
