@@ -87,7 +87,10 @@ class VMRunner:
     def __init__(self, runner: Runner, cache: Path, vng: str | None = None) -> None:
         self.runner = runner
         self.cache = cache
-        self.vng = vng or shutil.which("vng") or str(Path(sys.executable).parent / "vng")
+        venv_vng = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "vng"
+        self.vng = (
+            vng or shutil.which("vng") or str(venv_vng if venv_vng.exists() else Path(sys.executable).parent / "vng")
+        )
 
     # -- KVM -----------------------------------------------------------
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+# The tools need the venv build.py made (virtme-ng, matplotlib): re-run under it.
+_VENV = REPO / ".venv"
+if (_VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != _VENV.resolve():
+    os.execv(str(_VENV / "bin" / "python"), [str(_VENV / "bin" / "python"), *sys.argv])
 
 from fastsock.paths import Layout  # noqa: E402
 from fastsock.runner import Runner  # noqa: E402

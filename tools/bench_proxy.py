@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""HAProxy proxy benchmark: stock vs fastsocket (RFD), one guest boot.
+
+    python3 tools/bench_proxy.py [--seconds 5] [--rounds 3]                  # vm kernel: CPS + locality
+    python3 tools/bench_proxy.py --kernel-dir out/x86_64/debug               # + /proc/lock_stat figures
+
+Debian's HAProxy (one thread per vCPU, pinned) runs in network namespace pxC
+and proxies every request over a new backend connection (option httpclose,
+http-reuse never) to Debian's nginx in pxS, across a veth pair with RPS
+spreading flows over every CPU on both ends. wrk in pxC opens one client
+connection per request. Variants, interleaved in rotated order:
+  stock       no module, no preload
+  fastsocket  fastsocket.ko loaded (rfd_ports=1, rfd_steer=1), HAProxy under
+              LD_PRELOAD=libfsocket.so (RFD ports on its backend connects)
+For each variant: proxied connections/s (median of the rounds), the
+active-connection locality share (tools/workloads/rfdprobe.py: pinned
+clients in pxC, share of replies processed on the connecting CPU), the
+/proc/net/fastsocket counters, and, on a kernel with /proc/lock_stat, the
+acq-bounces per proxied request of every lock class. Prints the table and
+ratios to stock; saves JSON and a plot under out/reports/proxy-*/.
+Under TCG (no KVM) the CPS figures are weak evidence: read the event counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_nginx import parse_wrk
+from guestrun import REPO, results_dir, run_guest
+from lock_report import parse_lock_stat
+
+VARIANTS = ("stock", "fastsocket")
+# Lock classes a proxied short connection takes on the socket layer, for the summary line.
+SOCKET_CLASSES = ("ehash", "bhash", "&tcp_hashinfo", "sk_lock-AF_INET", "slock-AF_INET", "rskq_lock", "lhash2")
+
+NGINX = """daemon off; master_process on; worker_processes {n}; user root;
+pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;
+  uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
+  server {{ listen 10.95.0.2:80; root {d}/www; }} }}
+"""
+HAPROXY = """global
+    nbthread {n}
+    cpu-map auto:1/1-{n} 0-{last}
+    maxconn 20000
+defaults
+    mode http
+    option httpclose
+    http-reuse never
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:8094
+    default_backend be
+backend be
+    server b1 10.95.0.2:80
+"""
+
+
+def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
+    lib = kernel_dir / "libfsocket.so"
+    probe = REPO / "tools/workloads/rfdprobe.py"
+    mask = f"{(1 << cpus) - 1:x}"
+    d = "/tmp/px"
+    lines = [
+        "ulimit -n 65536",
+        "ip netns add pxS && ip netns add pxC",
+        "ip link add vpC netns pxC type veth peer name vpS netns pxS",
+        "ip -n pxC addr add 10.95.0.1/24 dev vpC && ip -n pxS addr add 10.95.0.2/24 dev vpS",
+        "for x in pxC:vpC pxS:vpS; do ns=${x%:*}; dev=${x#*:}; ip -n $ns link set $dev up; ip -n $ns link set lo up;"
+        f" ip netns exec $ns sh -c 'echo {mask} > /sys/class/net/'$dev'/queues/rx-0/rps_cpus'; done",
+        f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
+        f"cat > {d}/nginx.conf <<'CONF'\n{NGINX.format(n=cpus, d=d)}CONF",
+        f"cat > {d}/haproxy.cfg <<'CONF'\n{HAPROXY.format(n=cpus, last=cpus - 1)}CONF",
+        f"ip netns exec pxS nginx -c {d}/nginx.conf -p {d} 2>{d}/nginx.err & NGINX=$!",
+        "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://10.95.0.2/index.html >/dev/null 2>&1"
+        " && break; sleep 0.2; done",
+        "LOCKSTAT=0; test -e /proc/lock_stat && LOCKSTAT=1",
+        "echo $LOCKSTAT > $OUT/lockstat-available",
+    ]
+    order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
+    for r, v in order:
+        preload = f"env LD_PRELOAD={lib} " if v == "fastsocket" else ""
+        tag = f"{v}-{r}"
+        lines += [
+            "modprobe fastsocket" if v == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
+            f"ip netns exec pxC {preload}haproxy -db -f {d}/haproxy.cfg > {d}/haproxy-{tag}.log 2>&1 & HAP=$!",
+            "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://127.0.0.1:8094/index.html >/dev/null"
+            " 2>&1 && break; sleep 0.2; done",
+            "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-before 2>/dev/null || true",
+            'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/lock_stat; echo 1 > /proc/sys/kernel/lock_stat; fi',
+            f"ip netns exec pxC wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close'"
+            f" http://127.0.0.1:8094/index.html > $OUT/{tag}.wrk",
+            'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/sys/kernel/lock_stat;'
+            f" cat /proc/lock_stat > $OUT/{tag}.lock_stat; fi",
+            "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-after 2>/dev/null || true",
+            "kill $HAP; wait $HAP || true",
+            f"ip netns exec pxC {preload}python3 {probe} --host 10.95.0.2 --port 80 --per-cpu 20 > $OUT/{tag}.probe",
+        ]
+    lines += ["kill $NGINX; wait $NGINX || true", "modprobe -r fastsocket 2>/dev/null || true"]
+    return "\n".join(lines)
+
+
+def parse_fastsocket(text: str) -> dict[str, int]:
+    """/proc/net/fastsocket summed over CPUs ({} when the module was not loaded)."""
+    lines = text.splitlines()
+    head = next((i for i, line in enumerate(lines) if line.startswith("cpu listen_local")), None)
+    if head is None:
+        return {}
+    names = lines[head].split()[1:]
+    total = dict.fromkeys(names, 0)
+    for row in lines[head + 1 :]:
+        for name, value in zip(names, row.split()[1:], strict=True):
+            total[name] += int(value)
+    return total
+
+
+def collect(outdir: Path, rounds: int) -> dict:
+    lockstat = (outdir / "lockstat-available").read_text().strip() == "1"
+    data: dict = {"lock_stat": lockstat, "variants": {}}
+    for v in VARIANTS:
+        runs, probes, counters = [], [], {}
+        classes: dict[str, int] = {}
+        requests = 0
+        for r in range(rounds):
+            tag = f"{v}-{r}"
+            run = parse_wrk((outdir / f"{tag}.wrk").read_text())
+            runs.append(run)
+            requests += run["requests"]
+            p = json.loads((outdir / f"{tag}.probe").read_text())
+            probes.append({k: p[k] for k in ("connections", "reply_on_cpu_share", "port_encodes_cpu_share")})
+            before = parse_fastsocket((outdir / f"{tag}.fs-before").read_text())
+            after = parse_fastsocket((outdir / f"{tag}.fs-after").read_text())
+            for k in after:
+                counters[k] = counters.get(k, 0) + after[k] - before.get(k, 0)
+            if lockstat:
+                for name, c in parse_lock_stat((outdir / f"{tag}.lock_stat").read_text()).items():
+                    classes[name] = classes.get(name, 0) + c.acq_bounces
+        cps = sorted(run["cps"] for run in runs)
+        conns = sum(p["connections"] for p in probes)
+        data["variants"][v] = {
+            "cps": statistics.median(cps),
+            "min": cps[0],
+            "max": cps[-1],
+            "runs": runs,
+            "errors": sum(run["errors"] + run["non2xx"] for run in runs),
+            "reply_on_cpu_share": round(sum(p["reply_on_cpu_share"] * p["connections"] for p in probes) / conns, 3),
+            "port_encodes_cpu_share": round(
+                sum(p["port_encodes_cpu_share"] * p["connections"] for p in probes) / conns, 3
+            ),
+            "fastsocket_per_request": {k: round(n / requests, 2) for k, n in counters.items()},
+            "acq_bounces_per_request": {k: round(n / requests, 3) for k, n in classes.items()},
+        }
+    base = data["variants"]["stock"]["cps"]
+    data["cps_ratio_fastsocket"] = round(data["variants"]["fastsocket"]["cps"] / base, 3) if base else None
+    return data
+
+
+def top_classes(data: dict, n: int = 12) -> list[str]:
+    per = [data["variants"][v]["acq_bounces_per_request"] for v in VARIANTS]
+    names = set().union(*per)
+    return sorted(names, key=lambda k: -max(p.get(k, 0) for p in per))[:n]
+
+
+def print_report(data: dict, rounds: int) -> None:
+    vs = data["variants"]
+    s, f = vs["stock"], vs["fastsocket"]
+    print(f"HAProxy -> nginx over veth+RPS, one new backend connection per request; {rounds} interleaved rounds")
+    print(f"{'':34}{'stock':>14}{'fastsocket':>14}{'ratio':>8}")
+    print(
+        f"{'proxied connections/s (median)':34}{s['cps']:>14.1f}{f['cps']:>14.1f}"
+        f"{data['cps_ratio_fastsocket'] or 0:>8.2f}"
+    )
+    print(f"{'  [min-max]':34}{s['min']:>7.0f}-{s['max']:<6.0f}{f['min']:>7.0f}-{f['max']:<6.0f}")
+    print(f"{'replies on the connecting CPU':34}{s['reply_on_cpu_share']:>14.3f}{f['reply_on_cpu_share']:>14.3f}")
+    print(f"{'ports encoding their CPU':34}{s['port_encodes_cpu_share']:>14.3f}{f['port_encodes_cpu_share']:>14.3f}")
+    print(f"{'wrk errors':34}{s['errors']:>14}{f['errors']:>14}")
+    print("fastsocket counters per proxied request:", f["fastsocket_per_request"])
+    if data["lock_stat"]:
+        print("\nacq-bounces per proxied request (lock_stat)")
+        for name in top_classes(data):
+            a = s["acq_bounces_per_request"].get(name, 0)
+            b = f["acq_bounces_per_request"].get(name, 0)
+            ratio = f"{b / a:8.2f}" if a else "       -"
+            print(f"  {name[:44]:44}{a:>10.3f}{b:>12.3f}{ratio}")
+        for v in VARIANTS:
+            total = sum(n for k, n in vs[v]["acq_bounces_per_request"].items() if any(c in k for c in SOCKET_CLASSES))
+            vs[v]["socket_acq_bounces_per_request"] = round(total, 3)
+        print(
+            "socket-layer classes (ehash, bhash, socket locks, listener) per request: "
+            f"stock {s['socket_acq_bounces_per_request']}, fastsocket {f['socket_acq_bounces_per_request']}"
+        )
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vs = data["variants"]
+    panels = 3 if data["lock_stat"] else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5))
+    axes[0].bar(VARIANTS, [vs[v]["cps"] for v in VARIANTS], color=["tab:gray", "tab:blue"])
+    axes[0].set_ylabel("proxied connections/s (median)")
+    axes[1].bar(VARIANTS, [vs[v]["reply_on_cpu_share"] for v in VARIANTS], color=["tab:gray", "tab:blue"])
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("share of replies processed on the connecting CPU")
+    if data["lock_stat"]:
+        names = top_classes(data, 8)
+        for k, v in enumerate(VARIANTS):
+            axes[2].barh(
+                [i + k * 0.4 for i in range(len(names))],
+                [vs[v]["acq_bounces_per_request"].get(n, 0) for n in names],
+                height=0.4,
+                label=v,
+            )
+        axes[2].set_yticks([i + 0.2 for i in range(len(names))], [n[:30] for n in names], fontsize=7)
+        axes[2].invert_yaxis()
+        axes[2].set_xlabel("acq-bounces per proxied request")
+        axes[2].legend()
+    fig.suptitle("HAProxy proxy, short backend connections: stock vs fastsocket RFD")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel-dir", type=Path, default=REPO / "out/x86_64/vm")
+    ap.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
+    ap.add_argument("--seconds", type=int, default=5, help="per run (default 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per variant, interleaved (default 3)")
+    ap.add_argument("--from-dir", type=Path, help="re-report an earlier run's directory without booting")
+    args = ap.parse_args()
+    if args.seconds < 1 or args.rounds < 1 or args.cpus < 2:
+        ap.error("--seconds and --rounds must be at least 1, --cpus at least 2")
+    if args.from_dir:
+        outdir = args.from_dir
+    else:
+        if not (args.kernel_dir / "manifest.json").exists():
+            ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
+        outdir = results_dir("proxy")
+        run_guest(
+            args.kernel_dir, guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds), outdir, cpus=args.cpus
+        )
+    data = collect(outdir, args.rounds)
+    print_report(data, args.rounds)
+    (outdir / "results.json").write_text(json.dumps(data, indent=1))
+    plot(data, outdir / "proxy.png")
+    print(f"\ndata and plot: {outdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
