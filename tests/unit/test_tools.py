@@ -74,3 +74,86 @@ def test_wrk_output() -> None:
 def test_wrk_garbage_is_an_error() -> None:
     with pytest.raises(SystemExit, match="cannot read wrk output"):
         load("bench_nginx").parse_wrk("wrk: connection refused\n")
+
+
+# -- rfd_ethtool: the printed rules ---------------------------------------------------------
+
+
+def test_rfd_ethtool_rule_per_cpu_and_family(capsys) -> None:
+    et = load("rfd_ethtool")
+    assert et.main(["--dev", "eth0", "--cpus", "6", "--queue", "2=9"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "ethtool -K eth0 ntuple on"
+    rules = [line for line in out if line.startswith("ethtool -N")]
+    assert len(rules) == 12  # 6 CPUs x tcp4, tcp6
+    # 6 CPUs -> mask 7: the low 3 bits compared, the other 13 ignored (set in ethtool's "m").
+    assert rules[0] == "ethtool -N eth0 flow-type tcp4 dst-port 0 m 0xfff8 action 0 loc 1000"
+    assert rules[2] == "ethtool -N eth0 flow-type tcp4 dst-port 2 m 0xfff8 action 9 loc 1002"
+    assert rules[11] == "ethtool -N eth0 flow-type tcp6 dst-port 5 m 0xfff8 action 5 loc 1011"
+
+
+def test_rfd_ethtool_possible_cpus_and_mask() -> None:
+    et = load("rfd_ethtool")
+    assert et.possible_cpus("0-3\n") == 4
+    assert et.possible_cpus("0\n") == 1
+    assert et.possible_cpus("0-1,4-5\n") == 6
+    assert [et.cpu_mask(n) for n in (1, 2, 3, 4, 5, 64, 65)] == [0, 1, 3, 3, 7, 63, 127]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dev", "eth0", "--queue", "x=1"],
+        ["--dev", "eth0", "--cpus", "2", "--queue", "5=1"],
+        ["--dev", "eth0; reboot"],
+        ["--dev", "eth0", "--cpus", "0"],
+        ["--dev", "eth0", "--loc-base", "-1"],
+    ],
+)
+def test_rfd_ethtool_rejects_bad_input(argv, capsys) -> None:
+    et = load("rfd_ethtool")
+    with pytest.raises(SystemExit) as exc:
+        et.main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# -- bench_proxy: counters and the report from captured files ---------------------------------
+
+FS_BEFORE = """fastsocket 0.3
+listen_spawn 1
+groups 0
+rfd_ports 1
+rfd_steer 1
+rfd_cpu_mask 1
+cpu listen_local listen_global accept_local accept_empty spawned migrated port_scan port_fallback rx_active rx_passive
+cpu0 0 0 0 0 0 0 10 0 100 50
+cpu1 0 0 0 0 0 0 12 1 90 40
+"""
+
+
+def test_bench_proxy_sums_fastsocket_counters() -> None:
+    bp = load("bench_proxy")
+    total = bp.parse_fastsocket(FS_BEFORE)
+    assert total["port_scan"] == 22 and total["port_fallback"] == 1 and total["rx_active"] == 190
+    assert bp.parse_fastsocket("") == {}
+
+
+def test_bench_proxy_collect_ratios(tmp_path: Path) -> None:
+    bp = load("bench_proxy")
+    wrk = "  {n} requests in 5.00s, 1.00MB read\nRequests/sec:    {rps}\n"
+    (tmp_path / "lockstat-available").write_text("0\n")
+    for v, rps, share in (("stock", 100.0, 0.5), ("fastsocket", 120.0, 1.0)):
+        (tmp_path / f"{v}-0.wrk").write_text(wrk.format(n=int(rps * 5), rps=rps))
+        (tmp_path / f"{v}-0.probe").write_text(
+            f'{{"connections": 40, "reply_on_cpu_share": {share}, "port_encodes_cpu_share": {share}, "conns": []}}'
+        )
+        (tmp_path / f"{v}-0.fs-before").write_text(FS_BEFORE if v == "fastsocket" else "")
+        after = FS_BEFORE.replace("cpu0 0 0 0 0 0 0 10 0 100 50", "cpu0 0 0 0 0 0 0 610 0 6100 50")
+        (tmp_path / f"{v}-0.fs-after").write_text(after if v == "fastsocket" else "")
+    data = bp.collect(tmp_path, 1)
+    assert data["cps_ratio_fastsocket"] == 1.2
+    f = data["variants"]["fastsocket"]
+    assert f["reply_on_cpu_share"] == 1.0 and data["variants"]["stock"]["reply_on_cpu_share"] == 0.5
+    assert f["fastsocket_per_request"]["port_scan"] == 1.0  # 600 scans over 600 requests
+    assert f["fastsocket_per_request"]["rx_active"] == 10.0
