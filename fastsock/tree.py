@@ -62,6 +62,13 @@ class TreeState:
     head: str
     patches: dict[str, str] = field(default_factory=dict)  # commit sha -> patch name
     overlay_commit: str | None = None
+    # kernel/ file -> sha256 of what prepare laid over the tree: refresh never
+    # overwrites a kernel/ file that changed since (someone's newer work).
+    overlay_hashes: dict[str, str] = field(default_factory=dict)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class WorkTree:
@@ -91,7 +98,8 @@ class WorkTree:
 
     def dirty_files(self) -> list[str]:
         out = self.git("status", "--porcelain", "--untracked-files=no")
-        return [line[3:] for line in out.splitlines() if line.strip()]
+        # line[2:].lstrip(): the output may come stripped, eating the first line's leading blank.
+        return [line[2:].lstrip() for line in out.splitlines() if line.strip()]
 
     # -- prepare ---------------------------------------------------------
 
@@ -153,6 +161,7 @@ class WorkTree:
                 dest = self.path / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(self.overlay / rel, dest)
+                state.overlay_hashes[str(rel)] = _sha(self.overlay / rel)
             self.git("add", "-f", "--", *map(str, files))
             self.git("commit", "-q", "--no-verify", "-m", OVERLAY_MESSAGE)
             state.overlay_commit = self.git("rev-parse", "HEAD")
@@ -213,14 +222,31 @@ class WorkTree:
         for rel in sorted(want_overlay):
             data = self.runner.run(["git", "-C", self.path, "show", f"HEAD:{rel}"]).stdout
             dest = self.overlay / rel
+            recorded = state.overlay_hashes.get(str(rel))
+            if state.overlay_hashes and dest.is_file() and dest.read_text() != data and recorded != _sha(dest):
+                # kernel/ changed since prepare: newer work that the next prepare lays over the tree.
+                if hashlib.sha256(data.encode()).hexdigest() != recorded:
+                    log.warning(
+                        "kernel/%s changed both in kernel/ (since prepare) and in the work tree: "
+                        "kept kernel/'s; merge the work tree's version by hand",
+                        rel,
+                    )
+                continue
             if not dest.is_file() or dest.read_text() != data:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(data)
                 changed.append(f"kernel/{rel}")
+            if state.overlay_hashes:
+                state.overlay_hashes[str(rel)] = _sha(dest)
+        ever = set(self.git("log", "--format=", "--name-only", f"{base}..HEAD").splitlines())
         for rel in overlay_files(self.overlay):
-            if rel not in want_overlay:
+            if rel in want_overlay:
+                continue
+            if str(rel) in ever:  # a work-tree commit removed it
                 (self.overlay / rel).unlink()
                 changed.append(f"kernel/{rel} (removed)")
+            else:
+                log.warning("kernel/%s is not in the work tree yet (kept); `build.py prepare` adds it", rel)
         # Patches: each commit's changes to files the base has.
         base_files = set(self.runner.run(["git", "-C", self.path, "ls-tree", "-r", "--name-only", base]).stdout.split())
         commits = self.git("rev-list", "--reverse", f"{base}..HEAD").splitlines()

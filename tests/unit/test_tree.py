@@ -108,6 +108,39 @@ def test_refresh_is_idempotent_and_captures_edits(wt, source, layout) -> None:
     assert wt.prepare(source).input_hash == input_hash(layout.kernel_overlay, layout.patches)
 
 
+def test_refresh_keeps_new_overlay_files_and_removes_deleted_ones(wt, source, layout) -> None:
+    wt.prepare(source)
+    # A file dropped into kernel/ after prepare is someone's new work: refresh keeps it.
+    fresh = layout.kernel_overlay / "net" / "fake" / "new.c"
+    fresh.write_text("int new_work;\n")
+    assert "kernel/net/fake/new.c (removed)" not in wt.refresh()
+    assert fresh.read_text() == "int new_work;\n"
+    # A file a work-tree commit deleted goes away from kernel/ too.
+    git(layout.worktree, "rm", "-q", "net/fake/fake.c")
+    git(layout.worktree, "commit", "-q", "-m", "net: drop fake.c", "-m", "Signed-off-by: Dev <dev@example.invalid>")
+    changed = wt.refresh()
+    assert "kernel/net/fake/fake.c (removed)" in changed
+    assert not (layout.kernel_overlay / "net" / "fake" / "fake.c").exists()
+    assert fresh.exists()
+
+
+def test_refresh_never_overwrites_newer_kernel_files(wt, source, layout) -> None:
+    wt.prepare(source)
+    # Someone edits kernel/ after prepare while the work tree also changes the file.
+    theirs = layout.kernel_overlay / "net" / "fake" / "fake.c"
+    theirs.write_text("int theirs = 2;\n")
+    (layout.worktree / "net" / "fake" / "fake.c").write_text("int mine = 1;\n")
+    git(layout.worktree, "commit", "-q", "-a", "-m", "net: mine", "-m", "Signed-off-by: Dev <dev@example.invalid>")
+    assert "kernel/net/fake/fake.c" not in wt.refresh()
+    assert theirs.read_text() == "int theirs = 2;\n"
+
+
+def test_dirty_files_names_whole_paths(wt, source, layout) -> None:
+    wt.prepare(source)
+    (layout.worktree / "net" / "Makefile").write_text("changed\n")
+    assert wt.dirty_files() == ["net/Makefile"]
+
+
 def test_refresh_refuses_uncommitted_edits(wt, source, layout) -> None:
     wt.prepare(source)
     (layout.worktree / "net" / "Makefile").write_text("changed\n")

@@ -454,6 +454,57 @@ def test_listings_see_every_rfd_connection(cpus, module) -> None:
             l6.close()
 
 
+# -- 2b. per-CPU partition of the established table ------------------------------------------
+
+
+def _exchange(pairs: list[tuple[socket.socket, socket.socket]], tag: bytes) -> None:
+    for c, s in pairs:
+        c.sendall(tag)
+        assert s.recv(64) == tag
+        s.sendall(tag[::-1])
+        assert c.recv(64) == tag[::-1]
+
+
+def test_ehash_partition_switched_under_live_connections(cpus, module) -> None:
+    """Connections made with the partition off, on, and off again all keep working, are all
+    listed, survive rmmod, and close without a reset."""
+    mask = cpu_mask()
+    with loopback_ns("rfdE"):
+        with fs.netns("rfdE"):
+            lsn = socket.socket()
+        lsn.bind(("127.0.0.1", 9003))
+        lsn.listen(512)
+        pairs: list[tuple[socket.socket, socket.socket]] = []
+        try:
+            for phase in (0, 1, 0):
+                set_param("ehash_partition", phase)
+                for c in cpus:
+                    with fs.pinned(c), fs.netns("rfdE"):
+                        for _ in range(12):
+                            cl = rfd_socket(V4)
+                            cl.connect(("127.0.0.1", 9003))
+                            sv, _ = lsn.accept()
+                            assert local_port(cl) & mask == c
+                            pairs.append((cl, sv))
+                _exchange(pairs, f"phase{phase}".encode())
+            assert "ehash_partition 0" in Path("/proc/net/fastsocket").read_text()
+            out = sh("ip netns exec rfdE ss -tnH state established '( sport = :9003 )'").stdout
+            assert len(out.splitlines()) == len(pairs), out
+            set_param("ehash_partition", 1)
+            fs.unload_module()
+            _exchange(pairs, b"after-rmmod")
+            for cl, sv in pairs:
+                cl.shutdown(socket.SHUT_WR)
+                assert sv.recv(8) == b"", "server saw data or a reset instead of the client's FIN"
+                sv.close()
+                assert cl.recv(8) == b""
+        finally:
+            for cl, sv in pairs:
+                cl.close()
+                sv.close()
+            lsn.close()
+
+
 # -- 3. interface: bad input, info, unload ---------------------------------------------------
 
 
@@ -471,7 +522,15 @@ def test_bad_socket_option_and_parameter_values_are_rejected(module) -> None:
         assert s.getsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD) == 0
     finally:
         s.close()
-    bad_values = [("rfd_ports", "3"), ("rfd_ports", "-1"), ("rfd_ports", "x"), ("rfd_steer", "2"), ("rfd_steer", "")]
+    bad_values = [
+        ("rfd_ports", "3"),
+        ("rfd_ports", "-1"),
+        ("rfd_ports", "x"),
+        ("rfd_steer", "2"),
+        ("rfd_steer", ""),
+        ("ehash_partition", "2"),
+        ("ehash_partition", "on"),
+    ]
     for name, bad in bad_values:
         with pytest.raises(OSError) as exc:
             set_param(name, bad)

@@ -16,6 +16,7 @@
 #include <net/inet_connection_sock.h>
 #include <uapi/linux/fastsocket.h>
 
+struct net;
 struct sk_buff;
 struct sock;
 struct proto_accept_arg;
@@ -89,6 +90,8 @@ struct fastsocket_sockopt_ops {
 DECLARE_STATIC_KEY_FALSE(fastsocket_listen_key);
 DECLARE_STATIC_KEY_FALSE(fastsocket_port_key);
 DECLARE_STATIC_KEY_FALSE(fastsocket_steer_key);
+DECLARE_STATIC_KEY_FALSE(fastsocket_ehash_key);
+DECLARE_STATIC_KEY_FALSE(fastsocket_ehash_mixed_key);
 extern int fastsocket_rfd_ports;
 DECLARE_PER_CPU(struct fastsocket_stats, fastsocket_stats);
 extern struct list_head fastsocket_groups;
@@ -108,6 +111,8 @@ bool __fastsocket_port_scan(const struct sock *sk, int low, int high,
 			    u32 *offset, u32 *remaining, int *step);
 void fastsocket_port_fallback(void);
 int __fastsocket_rx_cpu(const struct sk_buff *skb);
+u32 __fastsocket_ehash(const struct net *net, u32 hash, u16 lport,
+		       __be16 fport);
 
 int fastsocket_register(const struct fastsocket_sockopt_ops *ops);
 void fastsocket_unregister(const struct fastsocket_sockopt_ops *ops);
@@ -155,6 +160,48 @@ static inline bool fastsocket_port_rescan(struct fastsocket_scan *scan,
 	*remaining = scan->remaining;
 	*step = scan->step;
 	fastsocket_port_fallback();
+	return true;
+}
+
+/*
+ * The established-table hash of a connection being inserted: stock, or,
+ * with the per-CPU partition on, moved into the partition of the CPU its
+ * local port names (active connections only).
+ */
+static inline u32 fastsocket_ehash_insert(const struct net *net, u32 hash,
+					  u16 lport, __be16 fport)
+{
+	if (static_branch_unlikely(&fastsocket_ehash_key))
+		return __fastsocket_ehash(net, hash, lport, fport);
+	return hash;
+}
+
+/*
+ * The hash an established lookup tries first, and in *alt the one it
+ * tries next (equal when there is none): once the partition has been on,
+ * sockets hashed either way may be in the table.
+ */
+static inline u32 fastsocket_ehash(const struct net *net, u32 hash,
+				   u16 lport, __be16 fport, u32 *alt)
+{
+	u32 part;
+
+	*alt = hash;
+	if (!static_branch_unlikely(&fastsocket_ehash_mixed_key))
+		return hash;
+	part = __fastsocket_ehash(net, hash, lport, fport);
+	if (static_branch_unlikely(&fastsocket_ehash_key))
+		return part;
+	*alt = part;
+	return hash;
+}
+
+/* After a lookup missed: switch to the other hash once. */
+static inline bool fastsocket_ehash_retry(u32 *hash, u32 *alt)
+{
+	if (likely(*alt == *hash))
+		return false;
+	*hash = *alt;
 	return true;
 }
 
@@ -221,6 +268,24 @@ static inline bool fastsocket_port_rescan(struct fastsocket_scan *scan,
 static inline int fastsocket_rx_cpu(const struct sk_buff *skb)
 {
 	return -1;
+}
+
+static inline u32 fastsocket_ehash_insert(const struct net *net, u32 hash,
+					  u16 lport, __be16 fport)
+{
+	return hash;
+}
+
+static inline u32 fastsocket_ehash(const struct net *net, u32 hash,
+				   u16 lport, __be16 fport, u32 *alt)
+{
+	*alt = hash;
+	return hash;
+}
+
+static inline bool fastsocket_ehash_retry(u32 *hash, u32 *alt)
+{
+	return false;
 }
 
 static inline struct sock *fastsocket_listen_redirect(struct sock *sk)

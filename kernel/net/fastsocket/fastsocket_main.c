@@ -42,6 +42,7 @@ static bool fs_loaded;
 static int listen_spawn = FS_SPAWN_MANUAL;
 static int rfd_ports = FASTSOCKET_RFD_SOCKET;
 static int rfd_steer = IS_ENABLED(CONFIG_RPS);
+static int ehash_partition;
 
 /* Shut down every group's local listeners and detach the groups. */
 static void fs_disable_all(void)
@@ -176,6 +177,48 @@ static const struct kernel_param_ops rfd_steer_ops = {
 module_param_cb(rfd_steer, &rfd_steer_ops, &rfd_steer, 0644);
 MODULE_PARM_DESC(rfd_steer,
 		 "steer active connections' packets to the CPU their port names: 0 off, 1 on (default; needs CONFIG_RPS)");
+
+/*
+ * The established-table partition. Lookups learn to try both hashes
+ * before inserts start using the partitioned one; they keep doing so
+ * after it is turned off (or the module unloaded), for the sockets
+ * already hashed into a partition.
+ */
+static void fs_apply_ehash(int on)
+{
+	lockdep_assert_held(&fs_mutex);
+	if (on) {
+		static_branch_enable(&fastsocket_ehash_mixed_key);
+		static_branch_enable(&fastsocket_ehash_key);
+	} else {
+		static_branch_disable(&fastsocket_ehash_key);
+	}
+}
+
+static int ehash_partition_set(const char *val, const struct kernel_param *kp)
+{
+	int on, err;
+
+	err = kstrtoint(val, 10, &on);
+	if (err)
+		return err;
+	if (on != 0 && on != 1)
+		return -EINVAL;
+	mutex_lock(&fs_mutex);
+	if (fs_loaded && on != ehash_partition)
+		fs_apply_ehash(on);
+	WRITE_ONCE(ehash_partition, on);
+	mutex_unlock(&fs_mutex);
+	return 0;
+}
+
+static const struct kernel_param_ops ehash_partition_ops = {
+	.set = ehash_partition_set,
+	.get = param_get_int,
+};
+module_param_cb(ehash_partition, &ehash_partition_ops, &ehash_partition, 0644);
+MODULE_PARM_DESC(ehash_partition,
+		 "hash active connections into their CPU's part of the established table: 0 off (default), 1 on");
 
 static int fs_resolve_cpu(int cpu)
 {
@@ -354,6 +397,7 @@ static int fastsocket_proc_show(struct seq_file *seq, void *v)
 	seq_printf(seq, "groups %u\n", groups);
 	seq_printf(seq, "rfd_ports %d\n", READ_ONCE(rfd_ports));
 	seq_printf(seq, "rfd_steer %d\n", READ_ONCE(rfd_steer));
+	seq_printf(seq, "ehash_partition %d\n", READ_ONCE(ehash_partition));
 	seq_printf(seq, "rfd_cpu_mask %lu\n", roundup_pow_of_two(nr_cpu_ids) - 1);
 	seq_puts(seq, "cpu listen_local listen_global accept_local accept_empty spawned migrated port_scan port_fallback rx_active rx_passive\n");
 	for_each_possible_cpu(cpu) {
@@ -389,9 +433,12 @@ static int __init fastsocket_init(void)
 	fs_apply_ports(rfd_ports);
 	if (rfd_steer)
 		fs_apply_steer(true);
+	if (ehash_partition)
+		fs_apply_ehash(true);
 	mutex_unlock(&fs_mutex);
-	pr_info("loaded (version %s, listen_spawn=%d rfd_ports=%d rfd_steer=%d)\n",
-		FASTSOCKET_VERSION, listen_spawn, rfd_ports, rfd_steer);
+	pr_info("loaded (version %s, listen_spawn=%d rfd_ports=%d rfd_steer=%d ehash_partition=%d)\n",
+		FASTSOCKET_VERSION, listen_spawn, rfd_ports, rfd_steer,
+		ehash_partition);
 	return 0;
 }
 
@@ -405,6 +452,8 @@ static void __exit fastsocket_exit(void)
 	fs_apply_ports(FASTSOCKET_RFD_OFF);
 	if (rfd_steer)
 		fs_apply_steer(false);
+	if (ehash_partition)
+		fs_apply_ehash(false);
 	fs_loaded = false;
 	mutex_unlock(&fs_mutex);
 	remove_proc_entry("fastsocket", init_net.proc_net);

@@ -557,6 +557,11 @@ DEFINE_STATIC_KEY_FALSE(fastsocket_port_key);
 EXPORT_SYMBOL_GPL(fastsocket_port_key);
 DEFINE_STATIC_KEY_FALSE(fastsocket_steer_key);
 EXPORT_SYMBOL_GPL(fastsocket_steer_key);
+DEFINE_STATIC_KEY_FALSE(fastsocket_ehash_key);
+EXPORT_SYMBOL_GPL(fastsocket_ehash_key);
+/* Never turned off: sockets hashed into a partition may outlive it. */
+DEFINE_STATIC_KEY_FALSE(fastsocket_ehash_mixed_key);
+EXPORT_SYMBOL_GPL(fastsocket_ehash_mixed_key);
 
 int fastsocket_rfd_ports __read_mostly = FASTSOCKET_RFD_SOCKET;
 EXPORT_SYMBOL_GPL(fastsocket_rfd_ports);
@@ -709,3 +714,34 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 }
 #endif
 EXPORT_SYMBOL_GPL(__fastsocket_rx_cpu);
+
+/*
+ * Per-CPU partition of the established table. An active connection's
+ * hash gets the CPU its local port names in bits FS_EHASH_SHIFT and up,
+ * so its bucket and its bucket lock are among that CPU's: 16 consecutive
+ * buckets (two cache lines of heads) and 16 consecutive locks per CPU per
+ * stride, shared with no other CPU's active connections. Passive
+ * connections keep the stock hash. A connection is active when its peer
+ * port is below 1024, or, unless its own port is below 1024, when its own
+ * port lies in ip_local_port_range: the hash must be computable from the
+ * 4-tuple alone, on insert and on every lookup.
+ */
+#define FS_EHASH_SHIFT	4
+
+u32 __fastsocket_ehash(const struct net *net, u32 hash, u16 lport,
+		       __be16 fport)
+{
+	unsigned int mask = fs_cpu_mask();
+	int low, high;
+
+	if (ntohs(fport) >= 1024) {
+		if (lport < 1024)
+			return hash;
+		inet_get_local_port_range(net, &low, &high);
+		if (lport < low || lport > high)
+			return hash;
+	}
+	return (hash & ~(mask << FS_EHASH_SHIFT)) |
+	       ((lport & mask) << FS_EHASH_SHIFT);
+}
+EXPORT_SYMBOL_GPL(__fastsocket_ehash);
