@@ -12,6 +12,9 @@ connection per request. Variants, interleaved in rotated order:
   stock       no module, no preload
   fastsocket  fastsocket.ko loaded (rfd_ports=1, rfd_steer=1), HAProxy under
               LD_PRELOAD=libfsocket.so (RFD ports on its backend connects)
+  fastsocket-ehash  the same with ehash_partition=1 (per-CPU partition of the
+              established table; once it has been on, established lookups
+              that miss also try the other hash, in later stock rounds too)
 For each variant: proxied connections/s (median of the rounds), the
 active-connection locality share (tools/workloads/rfdprobe.py: pinned
 clients in pxC, share of replies processed on the connecting CPU), the
@@ -34,7 +37,12 @@ from bench_nginx import parse_wrk
 from guestrun import REPO, results_dir, run_guest
 from lock_report import parse_lock_stat
 
-VARIANTS = ("stock", "fastsocket")
+VARIANTS = ("stock", "fastsocket", "fastsocket-ehash")
+LOAD = {
+    "stock": "modprobe -r fastsocket 2>/dev/null || true",
+    "fastsocket": "modprobe -r fastsocket 2>/dev/null || true; modprobe fastsocket",
+    "fastsocket-ehash": "modprobe -r fastsocket 2>/dev/null || true; modprobe fastsocket ehash_partition=1",
+}
 # Lock classes a proxied short connection takes on the socket layer, for the summary line.
 SOCKET_CLASSES = ("ehash", "bhash", "&tcp_hashinfo", "sk_lock-AF_INET", "slock-AF_INET", "rskq_lock", "lhash2")
 
@@ -87,10 +95,10 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
     ]
     order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
     for r, v in order:
-        preload = f"env LD_PRELOAD={lib} " if v == "fastsocket" else ""
+        preload = f"env LD_PRELOAD={lib} " if v != "stock" else ""
         tag = f"{v}-{r}"
         lines += [
-            "modprobe fastsocket" if v == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
+            LOAD[v],
             f"ip netns exec pxC {preload}haproxy -db -f {d}/haproxy.cfg > {d}/haproxy-{tag}.log 2>&1 & HAP=$!",
             "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://127.0.0.1:8094/index.html >/dev/null"
             " 2>&1 && break; sleep 0.2; done",
@@ -159,7 +167,8 @@ def collect(outdir: Path, rounds: int) -> dict:
             "acq_bounces_per_request": {k: round(n / requests, 3) for k, n in classes.items()},
         }
     base = data["variants"]["stock"]["cps"]
-    data["cps_ratio_fastsocket"] = round(data["variants"]["fastsocket"]["cps"] / base, 3) if base else None
+    for v in VARIANTS[1:]:
+        data[f"cps_ratio_{v}"] = round(data["variants"][v]["cps"] / base, 3) if base else None
     return data
 
 
@@ -171,31 +180,33 @@ def top_classes(data: dict, n: int = 12) -> list[str]:
 
 def print_report(data: dict, rounds: int) -> None:
     vs = data["variants"]
-    s, f = vs["stock"], vs["fastsocket"]
+    cols = "".join(f"{v:>18}" for v in VARIANTS)
     print(f"HAProxy -> nginx over veth+RPS, one new backend connection per request; {rounds} interleaved rounds")
-    print(f"{'':34}{'stock':>14}{'fastsocket':>14}{'ratio':>8}")
-    print(
-        f"{'proxied connections/s (median)':34}{s['cps']:>14.1f}{f['cps']:>14.1f}"
-        f"{data['cps_ratio_fastsocket'] or 0:>8.2f}"
-    )
-    print(f"{'  [min-max]':34}{s['min']:>7.0f}-{s['max']:<6.0f}{f['min']:>7.0f}-{f['max']:<6.0f}")
-    print(f"{'replies on the connecting CPU':34}{s['reply_on_cpu_share']:>14.3f}{f['reply_on_cpu_share']:>14.3f}")
-    print(f"{'ports encoding their CPU':34}{s['port_encodes_cpu_share']:>14.3f}{f['port_encodes_cpu_share']:>14.3f}")
-    print(f"{'wrk errors':34}{s['errors']:>14}{f['errors']:>14}")
-    print("fastsocket counters per proxied request:", f["fastsocket_per_request"])
+    print(f"{'':34}{cols}")
+    print(f"{'proxied connections/s (median)':34}" + "".join(f"{vs[v]['cps']:>18.1f}" for v in VARIANTS))
+    print(f"{'  [min-max]':34}" + "".join(f"{vs[v]['min']:>11.0f}-{vs[v]['max']:<6.0f}" for v in VARIANTS))
+    print(f"{'  ratio to stock':34}{1:>18.2f}" + "".join(f"{data[f'cps_ratio_{v}'] or 0:>18.2f}" for v in VARIANTS[1:]))
+    for key, label in (
+        ("reply_on_cpu_share", "replies on the connecting CPU"),
+        ("port_encodes_cpu_share", "ports encoding their CPU"),
+    ):
+        print(f"{label:34}" + "".join(f"{vs[v][key]:>18.3f}" for v in VARIANTS))
+    print(f"{'wrk errors':34}" + "".join(f"{vs[v]['errors']:>18}" for v in VARIANTS))
+    for v in VARIANTS[1:]:
+        print(f"{v} counters per proxied request:", vs[v]["fastsocket_per_request"])
     if data["lock_stat"]:
         print("\nacq-bounces per proxied request (lock_stat)")
         for name in top_classes(data):
-            a = s["acq_bounces_per_request"].get(name, 0)
-            b = f["acq_bounces_per_request"].get(name, 0)
-            ratio = f"{b / a:8.2f}" if a else "       -"
-            print(f"  {name[:44]:44}{a:>10.3f}{b:>12.3f}{ratio}")
+            print(
+                f"  {name[:44]:44}"
+                + "".join(f"{vs[v]['acq_bounces_per_request'].get(name, 0):>18.3f}" for v in VARIANTS)
+            )
         for v in VARIANTS:
             total = sum(n for k, n in vs[v]["acq_bounces_per_request"].items() if any(c in k for c in SOCKET_CLASSES))
             vs[v]["socket_acq_bounces_per_request"] = round(total, 3)
         print(
             "socket-layer classes (ehash, bhash, socket locks, listener) per request: "
-            f"stock {s['socket_acq_bounces_per_request']}, fastsocket {f['socket_acq_bounces_per_request']}"
+            + ", ".join(f"{v} {vs[v]['socket_acq_bounces_per_request']}" for v in VARIANTS)
         )
 
 
@@ -208,21 +219,22 @@ def plot(data: dict, path: Path) -> None:
     vs = data["variants"]
     panels = 3 if data["lock_stat"] else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5))
-    axes[0].bar(VARIANTS, [vs[v]["cps"] for v in VARIANTS], color=["tab:gray", "tab:blue"])
+    colors = ["tab:gray", "tab:blue", "tab:green"]
+    axes[0].bar(VARIANTS, [vs[v]["cps"] for v in VARIANTS], color=colors)
     axes[0].set_ylabel("proxied connections/s (median)")
-    axes[1].bar(VARIANTS, [vs[v]["reply_on_cpu_share"] for v in VARIANTS], color=["tab:gray", "tab:blue"])
+    axes[1].bar(VARIANTS, [vs[v]["reply_on_cpu_share"] for v in VARIANTS], color=colors)
     axes[1].set_ylim(0, 1.05)
     axes[1].set_ylabel("share of replies processed on the connecting CPU")
     if data["lock_stat"]:
         names = top_classes(data, 8)
         for k, v in enumerate(VARIANTS):
             axes[2].barh(
-                [i + k * 0.4 for i in range(len(names))],
+                [i + k * 0.27 for i in range(len(names))],
                 [vs[v]["acq_bounces_per_request"].get(n, 0) for n in names],
-                height=0.4,
+                height=0.27,
                 label=v,
             )
-        axes[2].set_yticks([i + 0.2 for i in range(len(names))], [n[:30] for n in names], fontsize=7)
+        axes[2].set_yticks([i + 0.27 for i in range(len(names))], [n[:30] for n in names], fontsize=7)
         axes[2].invert_yaxis()
         axes[2].set_xlabel("acq-bounces per proxied request")
         axes[2].legend()

@@ -143,16 +143,16 @@ def test_bench_proxy_collect_ratios(tmp_path: Path) -> None:
     bp = load("bench_proxy")
     wrk = "  {n} requests in 5.00s, 1.00MB read\nRequests/sec:    {rps}\n"
     (tmp_path / "lockstat-available").write_text("0\n")
-    for v, rps, share in (("stock", 100.0, 0.5), ("fastsocket", 120.0, 1.0)):
+    for v, rps, share in (("stock", 100.0, 0.5), ("fastsocket", 120.0, 1.0), ("fastsocket-ehash", 110.0, 1.0)):
         (tmp_path / f"{v}-0.wrk").write_text(wrk.format(n=int(rps * 5), rps=rps))
         (tmp_path / f"{v}-0.probe").write_text(
             f'{{"connections": 40, "reply_on_cpu_share": {share}, "port_encodes_cpu_share": {share}, "conns": []}}'
         )
-        (tmp_path / f"{v}-0.fs-before").write_text(FS_BEFORE if v == "fastsocket" else "")
+        (tmp_path / f"{v}-0.fs-before").write_text(FS_BEFORE if v != "stock" else "")
         after = FS_BEFORE.replace("cpu0 0 0 0 0 0 0 10 0 100 50", "cpu0 0 0 0 0 0 0 610 0 6100 50")
-        (tmp_path / f"{v}-0.fs-after").write_text(after if v == "fastsocket" else "")
+        (tmp_path / f"{v}-0.fs-after").write_text(after if v != "stock" else "")
     data = bp.collect(tmp_path, 1)
-    assert data["cps_ratio_fastsocket"] == 1.2
+    assert data["cps_ratio_fastsocket"] == 1.2 and data["cps_ratio_fastsocket-ehash"] == 1.1
     f = data["variants"]["fastsocket"]
     assert f["reply_on_cpu_share"] == 1.0 and data["variants"]["stock"]["reply_on_cpu_share"] == 0.5
     assert f["fastsocket_per_request"]["port_scan"] == 1.0  # 600 scans over 600 requests
