@@ -215,6 +215,7 @@ class WorkTree:
                 hint=f"commit them (git -C {self.path} commit -a, or --fixup into a patch) and refresh again",
             )
         changed: list[str] = []
+        kept_files: list[str] = []
         base = state.base_sha
         # Overlay: every file that HEAD has and the base does not.
         added = self.git("diff", "--name-only", "--no-renames", "--diff-filter=A", base, "HEAD").splitlines()
@@ -225,6 +226,7 @@ class WorkTree:
             recorded = state.overlay_hashes.get(str(rel))
             if state.overlay_hashes and dest.is_file() and dest.read_text() != data and recorded != _sha(dest):
                 # kernel/ changed since prepare: newer work that the next prepare lays over the tree.
+                kept_files.append(str(rel))
                 if hashlib.sha256(data.encode()).hexdigest() != recorded:
                     log.warning(
                         "kernel/%s changed both in kernel/ (since prepare) and in the work tree: "
@@ -246,6 +248,7 @@ class WorkTree:
                 (self.overlay / rel).unlink()
                 changed.append(f"kernel/{rel} (removed)")
             else:
+                kept_files.append(str(rel))
                 log.warning("kernel/%s is not in the work tree yet (kept); `build.py prepare` adds it", rel)
         # Patches: each commit's changes to files the base has.
         base_files = set(self.runner.run(["git", "-C", self.path, "ls-tree", "-r", "--name-only", base]).stdout.split())
@@ -289,7 +292,10 @@ class WorkTree:
                 changed.append("patches/series")
         state.patches = new_map
         state.head = self.git("rev-parse", "HEAD")
-        state.input_hash = input_hash(self.overlay, self.patch_dir)
+        # Only when kernel/ now matches the work tree: files kept from kernel/ (newer there, or
+        # not in the tree yet) leave the hash stale, so the next build lays them over the tree.
+        if not kept_files:
+            state.input_hash = input_hash(self.overlay, self.patch_dir)
         self._save_state(state)
         return changed
 
