@@ -53,6 +53,7 @@ SERVER_NEEDS = (
     Need("redis-tools", "redis-benchmark", "load for redis"),
     Need("memcached", "memcached", "memcached under LD_PRELOAD in the guest"),
     Need("wrk", "wrk", "HTTP load for nginx and HAProxy"),
+    Need("libevent-dev", "/usr/include/event2/bufferevent.h", "the Slick user-space forwarder (tools/slick)"),
 )
 DEB_NEEDS = (
     Need("dpkg-dev", "dpkg-buildpackage", "make bindeb-pkg"),

@@ -42,19 +42,19 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "vm",
             "tinyconfig",
-            ("vm.config", "vm-{arch}.config", "fastsocket.config"),
+            ("vm.config", "vm-{arch}.config", "fastsocket.config", "slick.config"),
             "small; boots fast under QEMU/virtme-ng",
         ),
         Profile(
             "server",
             "defconfig",
-            ("server.config", "fastsocket.config"),
+            ("server.config", "fastsocket.config", "slick.config"),
             "the arch defconfig plus common server NICs as modules",
         ),
         Profile(
             "debug",
             "tinyconfig",
-            ("vm.config", "vm-{arch}.config", "fastsocket.config", "debug.config"),
+            ("vm.config", "vm-{arch}.config", "fastsocket.config", "slick.config", "debug.config"),
             "vm plus LOCKDEP, LOCK_STAT, KASAN for reliability tests and lock reports",
         ),
     )
