@@ -18,11 +18,17 @@ def test_fastsocket_module_loads_and_unloads() -> None:
         assert loaded("fastsocket")
         lines = Path("/proc/net/fastsocket").read_text().splitlines()
         assert lines[0].startswith("fastsocket ")
-        assert "listen_spawn 1" in lines  # the default: manual
-        header = lines.index("cpu listen_local listen_global accept_local accept_empty spawned migrated")
+        # The defaults: manual local listeners, RFD ports for sockets that ask, steering on, no partition.
+        for line in ("listen_spawn 1", "rfd_ports 1", "rfd_steer 1", "ehash_partition 0", "rfd_cpu_mask 1"):
+            assert line in lines, (line, lines)
+        columns = (
+            "cpu listen_local listen_global accept_local accept_empty spawned migrated"
+            " port_scan port_fallback rx_active rx_passive"
+        )
+        header = lines.index(columns)
         rows = [line.split() for line in lines[header + 1 :]]
         assert [r[0] for r in rows] == ["cpu0", "cpu1"]
-        assert all(len(r) == 7 and all(v.isdigit() for v in r[1:]) for r in rows)
+        assert all(len(r) == len(columns.split()) and all(v.isdigit() for v in r[1:]) for r in rows)
     finally:
         sh("modprobe -r fastsocket")
     assert not loaded("fastsocket")

@@ -431,6 +431,7 @@ def test_listings_see_every_rfd_connection(cpus, module) -> None:
         for lsn in (l4, l6):
             lsn.listen(256)
         socks: list[socket.socket] = []
+        before = fs.read_counters()
         try:
             for c in cpus:
                 with fs.pinned(c), fs.netns("rfdL"):
@@ -447,6 +448,9 @@ def test_listings_see_every_rfd_connection(cpus, module) -> None:
             listed = {int(line.split()[2].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
             missing = (want4 | want6) - listed
             assert not missing, f"ss does not list local ports {sorted(missing)}:\n{out}"
+            # Loopback traffic is never steered: it is processed on the sender's CPU, as stock.
+            delta = fs.counter_delta(before, fs.read_counters())
+            assert fs.counter_total(delta, "rx_active") == 0, delta
         finally:
             for s in socks:
                 s.close()

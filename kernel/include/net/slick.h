@@ -277,6 +277,8 @@ void slick_buf_free(struct slick_buf *b);
 /**
  * slick_buf_len() - readable bytes
  * @b: buffer
+ *
+ * Return: bytes that can be peeked or read.
  */
 static inline size_t slick_buf_len(const struct slick_buf *b)
 {
@@ -286,6 +288,8 @@ static inline size_t slick_buf_len(const struct slick_buf *b)
 /**
  * slick_buf_space() - bytes that can still be added
  * @b: buffer
+ *
+ * Return: @max minus the readable bytes.
  */
 static inline size_t slick_buf_space(const struct slick_buf *b)
 {
@@ -430,6 +434,8 @@ int slick_bsock_fill(struct slick_bsock *bs);
  * @bs: BufferedSocket
  * @n: bytes wanted
  * @p: set to the first byte
+ *
+ * Return: as slick_buf_peek().
  */
 static inline size_t slick_bsock_peek(const struct slick_bsock *bs, size_t n,
 				      const u8 **p)
@@ -441,6 +447,8 @@ static inline size_t slick_bsock_peek(const struct slick_bsock *bs, size_t n,
  * slick_bsock_discard() - see slick_buf_discard() on the receive buffer
  * @bs: BufferedSocket
  * @n: bytes
+ *
+ * Return: as slick_buf_discard().
  */
 static inline size_t slick_bsock_discard(struct slick_bsock *bs, size_t n)
 {
@@ -452,6 +460,8 @@ static inline size_t slick_bsock_discard(struct slick_bsock *bs, size_t n)
  * @bs: BufferedSocket
  * @dst: destination
  * @n: maximum bytes
+ *
+ * Return: as slick_buf_read().
  */
 static inline size_t slick_bsock_read(struct slick_bsock *bs, void *dst,
 				      size_t n)
@@ -501,6 +511,8 @@ int slick_bsock_write_all(struct slick_bsock *bs, const void *buf,
 /**
  * slick_bsock_tx_pending() - bytes waiting in the overflow buffer
  * @bs: BufferedSocket
+ *
+ * Return: accepted bytes the socket has not taken yet.
  */
 static inline size_t slick_bsock_tx_pending(const struct slick_bsock *bs)
 {
@@ -510,6 +522,8 @@ static inline size_t slick_bsock_tx_pending(const struct slick_bsock *bs)
 /**
  * slick_bsock_tx_room() - largest message write_all accepts right now
  * @bs: BufferedSocket
+ *
+ * Return: free bytes in the overflow buffer.
  */
 static inline size_t slick_bsock_tx_room(const struct slick_bsock *bs)
 {
@@ -635,6 +649,8 @@ int slick_thrift_parse(const u8 *buf, size_t len,
  * slick_thrift_name_is() - compare a message's method name
  * @msg: parsed message
  * @name: NUL-terminated name
+ *
+ * Return: true if the method name is exactly @name.
  */
 bool slick_thrift_name_is(const struct slick_thrift_msg *msg,
 			  const char *name);
@@ -794,6 +810,8 @@ void slick_tsock_free(struct slick_tsock *ts);
  * Parses what is buffered and, while that is a valid prefix, receives
  * more and retries.
  *
+ * Context: process context (may call cond_resched()).
+ *
  * Return: 0 with @msg; -EAGAIN if more data is needed and none is
  * available now; -ENODATA at end of stream with an empty buffer (clean
  * close); -EPIPE at end of stream in the middle of a message; a parser
@@ -804,6 +822,8 @@ int slick_tsock_next(struct slick_tsock *ts, struct slick_thrift_msg *msg);
 /**
  * slick_tsock_msg_data() - first byte of the current message
  * @ts: ThriftSocket after a successful slick_tsock_next()
+ *
+ * Return: pointer into the receive buffer, valid until it changes.
  */
 const u8 *slick_tsock_msg_data(const struct slick_tsock *ts);
 

@@ -649,7 +649,10 @@ static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
  * connections; a destination port below 1024, or one a listener owns, is
  * a passive connection; anything else is active. An active connection's
  * local port names its CPU, so its packets go there; passive ones are
- * left to RSS/RPS. Called with rcu_read_lock held, before RPS.
+ * left to RSS/RPS. Loopback packets are left alone: no NIC hash put them
+ * on a random CPU, the sender's CPU already has both ends' state, and a
+ * local client that did not ask for RFD would see its replies moved.
+ * Called with rcu_read_lock held, before RPS.
  */
 int __fastsocket_rx_cpu(const struct sk_buff *skb)
 {
@@ -661,6 +664,8 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 	unsigned int cpu;
 	int thoff;
 
+	if (skb->dev->flags & IFF_LOOPBACK)
+		return -1;
 	if (skb->protocol == htons(ETH_P_IP)) {
 		const struct iphdr *iph;
 		struct iphdr _iph;

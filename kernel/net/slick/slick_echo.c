@@ -29,8 +29,12 @@
 #define ECHO_MAX_CHUNK	65536
 #define ECHO_RX_MIN	16384
 #define ECHO_TX_MAX	(4 * ECHO_MAX_CHUNK)
-/* Bytes received per handler call before yielding to other work. */
-#define ECHO_BUDGET	(256 * 1024)
+/*
+ * Socket calls (sends and receives) per handler call before it yields to
+ * other work: with N = 1 every byte is a send, and a kernel without
+ * preemption must get to schedule.
+ */
+#define ECHO_BUDGET	128
 
 static int port = 7007;
 module_param(port, int, 0444);
@@ -82,13 +86,14 @@ static void echo_close_self(struct echo_conn *c)
 	echo_conn_free(c);
 }
 
-/* Echo complete chunks; false when the rest must wait for send space. */
-static int echo_chunks(struct echo_conn *c)
+/* Echo complete chunks while @budget lasts; -EAGAIN: wait for space. */
+static int echo_chunks(struct echo_conn *c, int *budget)
 {
 	const u8 *p;
 	int ret;
 
-	while (slick_bsock_peek(&c->bs, c->chunk, &p)) {
+	while (*budget > 0 && slick_bsock_peek(&c->bs, c->chunk, &p)) {
+		(*budget)--;
 		ret = slick_bsock_write_all(&c->bs, p, c->chunk);
 		if (ret)
 			return ret;
@@ -98,8 +103,11 @@ static int echo_chunks(struct echo_conn *c)
 	return 0;
 }
 
-/* Returns 0 to go on reading, 1 to wait for an event, < 0 to close. */
-static int echo_process(struct echo_conn *c)
+/*
+ * Returns 0 to go on reading, 1 to wait for an event, 2 to yield (budget
+ * used up), < 0 to close.
+ */
+static int echo_process(struct echo_conn *c, int *budget)
 {
 	const u8 *p;
 	size_t len;
@@ -119,11 +127,13 @@ static int echo_process(struct echo_conn *c)
 		c->bs.rx.max = max_t(size_t, n, ECHO_RX_MIN);
 	}
 
-	ret = echo_chunks(c);
+	ret = echo_chunks(c, budget);
 	if (ret == -EAGAIN)
 		return 1;
 	if (ret)
 		return ret;
+	if (slick_bsock_peek(&c->bs, c->chunk, &p))
+		return 2;
 	if (!c->bs.eof)
 		return 0;
 
@@ -145,7 +155,7 @@ static int echo_process(struct echo_conn *c)
 static void echo_event(struct slick_sock *ss, unsigned long events)
 {
 	struct echo_conn *c = ss->priv;
-	size_t budget = ECHO_BUDGET;
+	int budget = ECHO_BUDGET;
 	int ret;
 
 	if (READ_ONCE(c->closing))
@@ -156,21 +166,21 @@ static void echo_event(struct slick_sock *ss, unsigned long events)
 		goto close;
 
 	for (;;) {
-		ret = echo_process(c);
-		if (ret > 0)
+		ret = echo_process(c, &budget);
+		if (ret == 1)
 			return;
 		if (ret < 0)
 			goto close;
-		if (!budget) {
+		if (ret == 2 || budget <= 0) {
 			slick_sock_kick(ss, SLICK_EV_KICK);
 			return;
 		}
+		budget--;
 		ret = slick_bsock_fill(&c->bs);
 		if (ret == -EAGAIN)
 			return;
 		if (ret < 0)
 			goto close;
-		budget -= min_t(size_t, budget, ret);
 	}
 
 close:

@@ -9,6 +9,7 @@
  */
 
 #include <linux/kernel.h>
+#include <linux/sched.h>
 #include <linux/string.h>
 #include <linux/unaligned.h>
 #include <net/slick.h>
@@ -531,6 +532,8 @@ int slick_tsock_next(struct slick_tsock *ts, struct slick_thrift_msg *msg)
 		ret = slick_bsock_fill(&ts->bs);
 		if (ret < 0)
 			return ret;
+		/* A large message can take many receive calls. */
+		cond_resched();
 	}
 }
 EXPORT_SYMBOL_GPL(slick_tsock_next);
