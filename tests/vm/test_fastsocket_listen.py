@@ -77,6 +77,8 @@ def veth_rps(cpus):
         sh("ip -n fslC addr add fd98::1/64 dev vfsC nodad && ip -n fslS addr add fd98::2/64 dev vfsS nodad")
         for ns, dev in (("fslC", "vfsC"), ("fslS", "vfsS")):
             sh(f"ip -n {ns} link set {dev} up && ip -n {ns} link set lo up")
+            # A retransmission under load must not re-hash the flow (RPS would move it mid-handshake).
+            sh(f"ip netns exec {ns} sysctl -q -w net.core.txrehash=0")
         mask = f"{sum(1 << c for c in cpus):x}"
         rps = "/sys/class/net/vfsS/queues/rx-0/rps_cpus"
         got = sh(f"ip netns exec fslS sh -c 'echo {mask} > {rps} && cat {rps}'").stdout.strip()

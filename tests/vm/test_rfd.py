@@ -120,6 +120,7 @@ def veth(cpus) -> Iterator[Veth]:
         mask = f"{sum(1 << c for c in cpus):x}"
         for ns, dev in (("rfdC", "vrC"), ("rfdS", "vrS")):
             sh(f"ip -n {ns} link set {dev} up && ip -n {ns} link set lo up")
+            sh(f"ip netns exec {ns} sysctl -q -w net.core.txrehash=0")  # no re-hash on retransmission
             rps = f"/sys/class/net/{dev}/queues/rx-0/rps_cpus"
             got = sh(f"ip netns exec {ns} sh -c 'echo {mask} > {rps} && cat {rps}'").stdout.strip()
             assert int(got.replace(",", ""), 16) == int(mask, 16), f"{dev} rps_cpus is {got}, wanted {mask}"
