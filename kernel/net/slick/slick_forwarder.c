@@ -32,6 +32,7 @@
 #include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
@@ -49,7 +50,8 @@
 #define FWD_MAX_MSG_MIN		256
 #define FWD_MAX_MSG_MAX		SLICK_THRIFT_MAX_FRAME
 #define FWD_CONNECT_TIMEOUT	3	/* seconds */
-#define FWD_CLIENT_BUDGET	256	/* messages per handler call */
+#define FWD_CLIENT_BUDGET	4096	/* messages per handler call */
+#define FWD_RESCHED		64	/* messages between cond_resched() */
 #define FWD_BACKEND_BUDGET	16	/* receive calls per handler call */
 #define FWD_REPLY_MAX		512	/* bytes of a controller reply */
 #define FWD_NAME_MAX		128	/* longest method name replied to */
@@ -508,6 +510,8 @@ static void fwd_client_event(struct slick_sock *ss, unsigned long events)
 			slick_sock_kick(ss, SLICK_EV_KICK);
 			return;
 		}
+		if (!(budget % FWD_RESCHED))
+			cond_resched();
 	}
 	if (fwd_is_malformed(ret))
 		atomic_long_inc(&fwd_malformed);
