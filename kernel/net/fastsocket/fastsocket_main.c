@@ -67,15 +67,23 @@ static void fs_disable_all(void)
 	}
 }
 
+/* A mode parameter: a whole number in [min, max], else -EINVAL. */
+static int fs_parse_mode(const char *val, int min, int max, int *mode)
+{
+	int err = kstrtoint(val, 10, mode);
+
+	if (err)
+		return err;
+	return *mode < min || *mode > max ? -EINVAL : 0;
+}
+
 static int listen_spawn_set(const char *val, const struct kernel_param *kp)
 {
 	int mode, err;
 
-	err = kstrtoint(val, 10, &mode);
+	err = fs_parse_mode(val, FS_SPAWN_OFF, FS_SPAWN_AUTO, &mode);
 	if (err)
 		return err;
-	if (mode < FS_SPAWN_OFF || mode > FS_SPAWN_AUTO)
-		return -EINVAL;
 	mutex_lock(&fs_mutex);
 	if (fs_loaded && mode == FS_SPAWN_OFF && listen_spawn != FS_SPAWN_OFF) {
 		fs_disable_all();
@@ -112,11 +120,9 @@ static int rfd_ports_set(const char *val, const struct kernel_param *kp)
 {
 	int mode, err;
 
-	err = kstrtoint(val, 10, &mode);
+	err = fs_parse_mode(val, FASTSOCKET_RFD_OFF, FASTSOCKET_RFD_ALL, &mode);
 	if (err)
 		return err;
-	if (mode < FASTSOCKET_RFD_OFF || mode > FASTSOCKET_RFD_ALL)
-		return -EINVAL;
 	mutex_lock(&fs_mutex);
 	if (fs_loaded)
 		fs_apply_ports(mode);
@@ -155,11 +161,9 @@ static int rfd_steer_set(const char *val, const struct kernel_param *kp)
 {
 	int on, err;
 
-	err = kstrtoint(val, 10, &on);
+	err = fs_parse_mode(val, 0, 1, &on);
 	if (err)
 		return err;
-	if (on != 0 && on != 1)
-		return -EINVAL;
 	if (on && !IS_ENABLED(CONFIG_RPS))
 		return -EOPNOTSUPP;
 	mutex_lock(&fs_mutex);
@@ -199,11 +203,9 @@ static int ehash_partition_set(const char *val, const struct kernel_param *kp)
 {
 	int on, err;
 
-	err = kstrtoint(val, 10, &on);
+	err = fs_parse_mode(val, 0, 1, &on);
 	if (err)
 		return err;
-	if (on != 0 && on != 1)
-		return -EINVAL;
 	mutex_lock(&fs_mutex);
 	if (fs_loaded && on != ehash_partition)
 		fs_apply_ehash(on);
