@@ -73,6 +73,7 @@ def module_loaded():
 
 
 RFD_PORTS = Path("/sys/module/fastsocket/parameters/rfd_ports")
+ACTIVE_PORT = [0]  # the "active" state's enabled listener port, for failure messages
 
 
 @pytest.fixture(params=["loaded", "active", "rfd"])
@@ -95,6 +96,7 @@ def fastsocket_state(request, module_loaded):
         g = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         socks.append(g)
         g.bind(("127.0.0.1", 0))
+        ACTIVE_PORT[0] = g.getsockname()[1]
         g.listen(64)
         fslisten.enable(g)
         cpus = fslisten.online_cpus()
@@ -119,7 +121,12 @@ def test_selftest(name: str, fastsocket_state: str) -> None:
         res = subprocess.run(argv, cwd=OUT, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"{name} did not finish in {TIMEOUT} s:\n{exc.stdout}\n{exc.stderr}") from None
-    out = f"--- stdout ---\n{res.stdout[-6000:]}\n--- stderr ---\n{res.stderr[-3000:]}"
+    failing = [line for line in res.stdout.splitlines() if line.startswith("not ok") or "FAIL" in line]
+    out = (
+        f"--- failing cases ---\n{chr(10).join(failing[:40])}\n"
+        f"(fastsocket_state {fastsocket_state}: enabled listener on 127.0.0.1:{ACTIVE_PORT[0]})\n"
+        f"--- stdout ---\n{res.stdout[-6000:]}\n--- stderr ---\n{res.stderr[-3000:]}"
+    )
     assert res.returncode != KSFT_SKIP, f"{name} skipped (kselftest exit 4): a skip is not a pass\n{out}"
     assert res.returncode == 0, f"{name} exited {res.returncode}\n{out}"
     if name.startswith("bind_bhash"):
