@@ -625,6 +625,18 @@ void fastsocket_port_fallback(void)
 EXPORT_SYMBOL_GPL(fastsocket_port_fallback);
 
 #ifdef CONFIG_RPS
+/*
+ * RFD ports come from ip_local_port_range: a destination port outside it
+ * is not ours, and needs no listener walk to be left to RPS.
+ */
+static bool fs_in_local_range(const struct net *net, unsigned short port)
+{
+	int low, high;
+
+	inet_get_local_port_range(net, &low, &high);
+	return port >= low && port <= high;
+}
+
 /* Is anything listening on TCP @port at @hash1's address or the wildcard? */
 static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
 			 unsigned short port)
@@ -646,8 +658,9 @@ static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
 /*
  * Classify a received TCP packet by its ports, as Fastsocket does: a
  * source port below 1024 is a server answering one of our active
- * connections; a destination port below 1024, or one a listener owns, is
- * a passive connection; anything else is active. An active connection's
+ * connections; a destination port below 1024, outside
+ * ip_local_port_range, or one a listener owns, is a passive connection;
+ * anything else is active. An active connection's
  * local port names its CPU, so its packets go there; passive ones are
  * left to RSS/RPS. Loopback packets are left alone: no NIC hash put them
  * on a random CPU, the sender's CPU already has both ends' state, and a
@@ -702,7 +715,8 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 	}
 
 	if (ntohs(th->source) >= 1024 &&
-	    (dport < 1024 || fs_listening(net, hash, hash_any, dport))) {
+	    (dport < 1024 || !fs_in_local_range(net, dport) ||
+	     fs_listening(net, hash, hash_any, dport))) {
 		fs_stat_inc(rx_passive);
 		return -1;
 	}
