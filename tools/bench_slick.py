@@ -80,6 +80,7 @@ class Options:
     fwd_conns: int
     sinks: int
     framed: bool
+    nodelay: bool = False
 
 
 @dataclass
@@ -146,6 +147,7 @@ def load_argv(run: Run, opts: Options, tools: Path = TOOLS_OUT) -> list[str]:
 def guest_script(opts: Options, python: str = sys.executable, tools: Path = TOOLS_OUT) -> str:
     """The shell script the guest runs: start every server, run the plan, save stats, stop them."""
     framed = int(opts.framed)
+    nodelay = int(opts.nodelay)
     wait = (
         f"waitport() {{ {shlex.quote(python)} -c 'import socket,sys,time\n"
         "for _ in range(300):\n"
@@ -157,7 +159,7 @@ def guest_script(opts: Options, python: str = sys.executable, tools: Path = TOOL
     if "kernel" in opts.impls:
         e, f, c = PORTS["kernel"]
         lines += [
-            f"modprobe slick_echo port={e} backlog=128",
+            f"modprobe slick_echo port={e} backlog=128 nodelay={nodelay}",
             f"modprobe slick_forwarder port={f} ctl_port={c} framed={framed} max_msg={MAX_MSG}",
             f"waitport {e}; waitport {f}; waitport {c}",
         ]
@@ -165,7 +167,8 @@ def guest_script(opts: Options, python: str = sys.executable, tools: Path = TOOL
         e, f, c = PORTS["user"]
         t = shlex.quote(str(tools))
         lines += [
-            f"{t}/slick_echo_user --port {e} --backlog 128 --stats /tmp/echo-user.stats > $OUT/echo-user.log 2>&1 &",
+            f"{t}/slick_echo_user --port {e} --backlog 128{' --nodelay' if nodelay else ''}"
+            " --stats /tmp/echo-user.stats > $OUT/echo-user.log 2>&1 &",
             "ECHO_PID=$!",
             f"{t}/slick_forwarder_user --port {f} --ctl-port {c} --framed {framed} --max-msg {MAX_MSG}"
             " --stats /tmp/fwd-user.stats > $OUT/fwd-user.log 2>&1 &",
@@ -388,6 +391,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
     ap.add_argument("--fwd-conns", type=int, default=4, help="forwarder clients (default 4)")
     ap.add_argument("--sinks", type=int, default=2, help="sink backends, one key each (default 2)")
     ap.add_argument("--framed", action="store_true", help="framed transport (default unframed)")
+    ap.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="both echo servers set TCP_NODELAY (default: neither, one segment per chunk)",
+    )
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=3600, help="guest timeout, seconds")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -404,6 +412,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
         fwd_conns=args.fwd_conns,
         sinks=args.sinks,
         framed=args.framed,
+        nodelay=args.nodelay,
     )
     if opts.seconds < 0.1 or opts.warmup < 0 or opts.rounds < 1 or args.cpus < 1:
         ap.error("--seconds must be >= 0.1, --warmup >= 0, --rounds and --cpus >= 1")

@@ -83,6 +83,11 @@ def test_guest_script_starts_only_the_chosen_implementations() -> None:
     assert "modprobe slick_forwarder port=9090 ctl_port=9091 framed=1 max_msg=1048576" in both
     assert "--framed 1" in both and "modprobe -r slick_echo slick_forwarder" in both
     assert both.count("slick_load") == len(bench.plan(opts()))
+    # Both echo servers run with the same socket options: neither or both set TCP_NODELAY.
+    assert "nodelay=0" in both and "--nodelay" not in both
+    nd = bench.guest_script(opts(nodelay=True), python="/py", tools=Path("/t"))
+    assert "modprobe slick_echo port=7007 backlog=128 nodelay=1" in nd
+    assert "slick_echo_user --port 7107 --backlog 128 --nodelay" in nd
 
 
 def test_parse_run_accepts_clean_runs_only() -> None:

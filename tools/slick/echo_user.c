@@ -53,12 +53,14 @@ struct stats {
 static struct stats st;
 static int epfd = -1;
 static const char *stats_path;
+static int nodelay;
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s [--port PORT] [--backlog N] [--stats FILE]\n"
 		   "  --port PORT    TCP port to listen on, 1..65535 (default 7007)\n"
 		   "  --backlog N    listen backlog, 1..65535 (default 128)\n"
+		   "  --nodelay      TCP_NODELAY on client connections (default off)\n"
 		   "  --stats FILE   write the stats lines to FILE on SIGUSR1 and at exit (default: stdout on SIGUSR1)\n",
 		PROG);
 }
@@ -229,6 +231,8 @@ static void accept_all(int lfd)
 			close(fd);
 			continue;
 		}
+		if (nodelay && set_nodelay(fd) < 0)
+			perror(PROG ": TCP_NODELAY");
 		c->fd = fd;
 		c->state = C_HDR;
 		ev.events = EPOLLIN;
@@ -250,6 +254,7 @@ int main(int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "backlog", required_argument, NULL, 'b' },
 		{ "stats", required_argument, NULL, 's' },
+		{ "nodelay", no_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -276,6 +281,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			stats_path = optarg;
+			break;
+		case 'n':
+			nodelay = 1;
 			break;
 		case 'h':
 			usage(stdout);

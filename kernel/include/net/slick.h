@@ -396,6 +396,7 @@ struct slick_bsock {
 	void *priv;
 	struct slick_buf rx;
 	struct slick_buf tx;
+	size_t batch;
 	bool eof;
 	int err;
 };
@@ -417,6 +418,23 @@ void slick_bsock_init(struct slick_bsock *bs, struct socket *sock,
  * @bs: BufferedSocket
  */
 void slick_bsock_free(struct slick_bsock *bs);
+
+/**
+ * slick_bsock_set_batch() - let written messages leave together
+ * @bs: BufferedSocket
+ * @bytes: send once this many bytes are queued; 0 turns batching off
+ *
+ * With batching on, slick_bsock_write_all() queues messages in the
+ * overflow buffer instead of sending each one, and sends only when
+ * @bytes are queued or a message does not fit, so that many small
+ * messages leave in one send (and, with TCP_NODELAY, in few segments).
+ * The owner must call slick_bsock_flush() when its batch ends, e.g. at
+ * the end of its event handler; until then queued bytes wait.
+ */
+static inline void slick_bsock_set_batch(struct slick_bsock *bs, size_t bytes)
+{
+	bs->batch = bytes;
+}
 
 /**
  * slick_bsock_fill() - receive once into the receive buffer
@@ -498,6 +516,9 @@ ssize_t slick_bsock_write(struct slick_bsock *bs, const void *buf,
  * @bs: BufferedSocket
  * @buf: message
  * @len: its length
+ *
+ * Sends directly when nothing is queued, unless batching is on
+ * (slick_bsock_set_batch()).
  *
  * Return: 0 when the whole message was sent or queued in order;
  * -EAGAIN if the overflow buffer cannot take what might remain, in which

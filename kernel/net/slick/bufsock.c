@@ -152,6 +152,7 @@ void slick_bsock_init(struct slick_bsock *bs, struct socket *sock,
 {
 	bs->sock = sock;
 	bs->ops = ops;
+	bs->batch = 0;
 	bs->eof = false;
 	bs->err = 0;
 	slick_buf_init(&bs->rx, min_t(size_t, rx_max, 16384), rx_max);
@@ -291,13 +292,18 @@ int slick_bsock_write_all(struct slick_bsock *bs, const void *buf,
 
 	if (len > bs->tx.max)
 		return -EMSGSIZE;
-	err = slick_bsock_flush(bs);
-	if (err && err != -EAGAIN)
-		return err;
+	if (bs->err)
+		return bs->err;
+	/* A batch is sent when it is full or the message does not fit. */
+	if (!bs->batch || len > slick_buf_space(&bs->tx)) {
+		err = slick_bsock_flush(bs);
+		if (err && err != -EAGAIN)
+			return err;
+	}
 	/* Whatever the socket does not take must fit: decide up front. */
 	if (len > slick_buf_space(&bs->tx))
 		return -EAGAIN;
-	if (!slick_buf_len(&bs->tx)) {
+	if (!bs->batch && !slick_buf_len(&bs->tx)) {
 		done = slick_bsock_send_some(bs, buf, len);
 		if (done < 0)
 			return done;
@@ -306,6 +312,9 @@ int slick_bsock_write_all(struct slick_bsock *bs, const void *buf,
 	/* -ENOMEM after part of the message went out breaks the stream. */
 	if (err)
 		return done ? slick_bsock_set_err(bs, err) : err;
+	/* The message is queued; a socket error shows on the next call. */
+	if (bs->batch && slick_buf_len(&bs->tx) >= bs->batch)
+		slick_bsock_flush(bs);
 	return 0;
 }
 EXPORT_SYMBOL_GPL(slick_bsock_write_all);

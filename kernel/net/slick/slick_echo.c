@@ -52,6 +52,10 @@ static int backlog = 128;
 module_param(backlog, int, 0444);
 MODULE_PARM_DESC(backlog, "listen backlog (1-65535, default 128)");
 
+static bool nodelay;
+module_param(nodelay, bool, 0444);
+MODULE_PARM_DESC(nodelay, "TCP_NODELAY on client connections (default off, as a user-space server's default)");
+
 struct echo_conn {
 	struct slick_sock ss;
 	struct slick_bsock bs;
@@ -213,7 +217,8 @@ static void echo_accept(void *priv, struct socket *sock)
 		sock_release(sock);
 		return;
 	}
-	tcp_sock_set_nodelay(sock->sk);
+	if (nodelay)
+		tcp_sock_set_nodelay(sock->sk);
 	slick_bsock_init(&c->bs, sock, NULL, ECHO_RX_MIN, ECHO_TX_MAX);
 	c->ss.sock = sock;
 

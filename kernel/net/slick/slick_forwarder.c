@@ -56,6 +56,8 @@
 #define FWD_REPLY_MAX		512	/* bytes of a controller reply */
 #define FWD_NAME_MAX		128	/* longest method name replied to */
 #define FWD_CTL_TX_MAX		65536
+#define FWD_BATCH_BYTES		65536	/* queued bytes that make a send */
+#define FWD_BATCH_MAX		8	/* backends written per client pass */
 
 static int port = 9090;
 module_param(port, int, 0444);
@@ -318,6 +320,8 @@ static int fwd_backend_connect(__be32 addr, u16 bport,
 	be->ss.sock = sock;
 	slick_bsock_init(&be->bs, sock, NULL, 65536,
 			 2 * ((size_t)max_msg + 4));
+	/* Clients' passes flush what they queued: see fwd_batch_flush(). */
+	slick_bsock_set_batch(&be->bs, FWD_BATCH_BYTES);
 
 	spin_lock(&fwd_lock);
 	if (fwd_stopping) {
@@ -397,6 +401,54 @@ static bool fwd_is_malformed(int err)
 	}
 }
 
+/*
+ * The backends one client pass wrote to, each with a reference. Messages
+ * queue in a backend's overflow buffer and leave in one send per backend
+ * when the pass ends, instead of one send (and segment) per message.
+ */
+struct fwd_batch {
+	struct fwd_backend *be[FWD_BATCH_MAX];
+	int n;
+};
+
+/* Send what @be has queued and drop the reference. */
+static void fwd_backend_push(struct fwd_backend *be)
+{
+	int ret;
+
+	mutex_lock(&be->lock);
+	ret = be->dead ? 0 : slick_bsock_flush(&be->bs);
+	/* -EAGAIN: its WRITE_SPACE event sends the rest. */
+	if (ret && ret != -EAGAIN)
+		slick_sock_kick(&be->ss, SLICK_EV_KICK);
+	mutex_unlock(&be->lock);
+	fwd_backend_put(be);
+}
+
+/* Take over the reference to @be until the pass ends. */
+static void fwd_batch_add(struct fwd_batch *b, struct fwd_backend *be)
+{
+	int i;
+
+	for (i = 0; i < b->n; i++) {
+		if (b->be[i] == be) {
+			fwd_backend_put(be);
+			return;
+		}
+	}
+	if (b->n == FWD_BATCH_MAX) {
+		fwd_backend_push(be);
+		return;
+	}
+	b->be[b->n++] = be;
+}
+
+static void fwd_batch_flush(struct fwd_batch *b)
+{
+	while (b->n)
+		fwd_backend_push(b->be[--b->n]);
+}
+
 static const u8 *fwd_args(struct fwd_conn *c,
 			  const struct slick_thrift_msg *msg)
 {
@@ -433,7 +485,8 @@ static int fwd_parse_msg_args(struct fwd_conn *c,
 
 /* 0: consumed, 1: parked on a full backend, < 0: malformed. */
 static int fwd_client_msg(struct fwd_conn *c,
-			  const struct slick_thrift_msg *msg)
+			  const struct slick_thrift_msg *msg,
+			  struct fwd_batch *batch)
 {
 	struct fwd_backend *be;
 	s32 key;
@@ -473,7 +526,7 @@ static int fwd_client_msg(struct fwd_conn *c,
 		goto unknown;
 	}
 	mutex_unlock(&be->lock);
-	fwd_backend_put(be);
+	fwd_batch_add(batch, be);
 	atomic_long_inc(&fwd_forwarded);
 	return 0;
 
@@ -487,6 +540,7 @@ static void fwd_client_event(struct slick_sock *ss, unsigned long events)
 {
 	struct fwd_conn *c = ss->priv;
 	struct slick_thrift_msg msg;
+	struct fwd_batch batch = { .n = 0 };
 	int budget = FWD_CLIENT_BUDGET;
 	int ret;
 
@@ -498,17 +552,17 @@ static void fwd_client_event(struct slick_sock *ss, unsigned long events)
 	for (;;) {
 		ret = slick_tsock_next(&c->ts, &msg);
 		if (ret == -EAGAIN)
-			return;
+			goto out;
 		if (ret)
 			break;
-		ret = fwd_client_msg(c, &msg);
+		ret = fwd_client_msg(c, &msg, &batch);
 		if (ret > 0)
-			return;
+			goto out;
 		if (ret)
 			break;
 		if (!--budget) {
 			slick_sock_kick(ss, SLICK_EV_KICK);
-			return;
+			goto out;
 		}
 		if (!(budget % FWD_RESCHED))
 			cond_resched();
@@ -516,6 +570,9 @@ static void fwd_client_event(struct slick_sock *ss, unsigned long events)
 	if (fwd_is_malformed(ret))
 		atomic_long_inc(&fwd_malformed);
 	fwd_conn_close_self(c, &fwd_clients_active);
+out:
+	/* Also after a close: what it forwarded before goes out. */
+	fwd_batch_flush(&batch);
 }
 
 /* ------------------------------------------------------------------ */

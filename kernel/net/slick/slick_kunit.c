@@ -214,6 +214,53 @@ static void bsock_write_all_atomic(struct kunit *test)
 	slick_bsock_free(&bs);
 }
 
+static void bsock_write_all_batch(struct kunit *test)
+{
+	struct fake_io *io = fake_new(test);
+	struct slick_bsock bs;
+
+	slick_bsock_init(&bs, NULL, &fake_ops, 64, 16);
+	bs.priv = io;
+	slick_bsock_set_batch(&bs, 8);
+	io->out_room = 100;
+
+	/* Queued, not sent, until the batch is full. */
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "AAA", 3), 0);
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "BBB", 3), 0);
+	KUNIT_EXPECT_EQ(test, io->out_len, 0);
+	KUNIT_EXPECT_EQ(test, slick_bsock_tx_pending(&bs), 6);
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "CCC", 3), 0);
+	KUNIT_EXPECT_EQ(test, io->out_len, 9);
+	KUNIT_EXPECT_EQ(test, slick_bsock_tx_pending(&bs), 0);
+
+	/* The owner's flush ends a batch. */
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "DD", 2), 0);
+	KUNIT_EXPECT_EQ(test, io->out_len, 9);
+	KUNIT_EXPECT_EQ(test, slick_bsock_flush(&bs), 0);
+	KUNIT_EXPECT_EQ(test, io->out_len, 11);
+
+	/* A message that does not fit sends the batch first, whole or not at all. */
+	io->out_room = 0;
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "EEEEEEE", 7), 0);
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "FFFFFFFFFF", 10),
+			-EAGAIN);
+	KUNIT_EXPECT_EQ(test, slick_bsock_tx_pending(&bs), 7);
+	io->out_room = 5;
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "FFFFFFFFFF", 10), 0);
+	KUNIT_EXPECT_EQ(test, slick_bsock_tx_pending(&bs), 12);
+	io->out_room = 100;
+	KUNIT_EXPECT_EQ(test, slick_bsock_flush(&bs), 0);
+	KUNIT_EXPECT_EQ(test, io->out_len, 28);
+	KUNIT_EXPECT_MEMEQ(test, io->out, "AAABBBCCCDDEEEEEEEFFFFFFFFFF", 28);
+
+	/* Errors stay sticky with batching on. */
+	io->out_err = -EPIPE;
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "GGGGGGGG", 8), 0);
+	KUNIT_EXPECT_EQ(test, slick_bsock_write_all(&bs, "H", 1), -EPIPE);
+	KUNIT_EXPECT_EQ(test, slick_bsock_flush(&bs), -EPIPE);
+	slick_bsock_free(&bs);
+}
+
 static void bsock_write_partial(struct kunit *test)
 {
 	struct fake_io *io = fake_new(test);
@@ -282,6 +329,7 @@ static struct kunit_case slick_buffer_cases[] = {
 	KUNIT_CASE(buf_bounds),
 	KUNIT_CASE(buf_compact_grow),
 	KUNIT_CASE(bsock_write_all_atomic),
+	KUNIT_CASE(bsock_write_all_batch),
 	KUNIT_CASE(bsock_write_partial),
 	KUNIT_CASE(bsock_fill),
 	{}
