@@ -116,7 +116,13 @@ def main() -> int:
     outdir = results_dir("nginx")
     results: dict[str, dict] = {}
     for cpus in args.cpus:
-        run_guest(args.kernel_dir, guest_script(args.kernel_dir, cpus, args.seconds, args.rounds), outdir, cpus=cpus)
+        run_guest(
+            args.kernel_dir,
+            guest_script(args.kernel_dir, cpus, args.seconds, args.rounds),
+            outdir,
+            cpus=cpus,
+            tag=f"{cpus}cpu",
+        )
         results[str(cpus)] = {}
         for v in VARIANTS:
             runs = [parse_wrk((outdir / f"{v}-{cpus}-{r}.wrk").read_text()) for r in range(args.rounds)]

@@ -26,16 +26,20 @@ def results_dir(name: str) -> Path:
     return path
 
 
-def run_guest(kernel_dir: Path, script: str, outdir: Path, cpus: int = 2, timeout: float = 1800) -> str:
+def run_guest(kernel_dir: Path, script: str, outdir: Path, cpus: int = 2, timeout: float = 1800, tag: str = "") -> str:
     """Run script (sh) as root in the guest with $OUT=outdir writable; return its stdout.
+
+    The script, the guest's output and its kernel log are saved in outdir,
+    their names prefixed with tag (for several boots into one outdir).
 
     Raises SystemExit with the guest's output when the script fails or the
     guest's kernel log reports a problem.
     """
-    (outdir / "guest.sh").write_text(f"set -e\nexport OUT={outdir}\n{script}\n")
+    pre = f"{tag}-" if tag else ""
+    (outdir / f"{pre}guest.sh").write_text(f"set -e\nexport OUT={outdir}\n{script}\n")
     req = VMRequest(
         kernel_dir=kernel_dir,
-        command=f"sh {outdir / 'guest.sh'}",
+        command=f"sh {outdir / f'{pre}guest.sh'}",
         cpus=cpus,
         memory="2G",
         timeout=timeout,
@@ -43,9 +47,9 @@ def run_guest(kernel_dir: Path, script: str, outdir: Path, cpus: int = 2, timeou
         cwd=REPO,
     )
     res = VMRunner(Runner(), Layout.default().cache).run(req)
-    (outdir / "guest-stdout.txt").write_text(res.stdout)
-    (outdir / "guest-stderr.txt").write_text(res.stderr)
-    (outdir / "dmesg.txt").write_text(res.dmesg)
+    (outdir / f"{pre}guest-stdout.txt").write_text(res.stdout)
+    (outdir / f"{pre}guest-stderr.txt").write_text(res.stderr)
+    (outdir / f"{pre}dmesg.txt").write_text(res.dmesg)
     if res.returncode != 0:
         raise SystemExit(f"guest script failed (exit {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     bad = dmesg_problems(res.dmesg)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Lock report: /proc/lock_stat for a short-connection workload, stock vs fastsocket, one guest boot.
+"""Lock report: /proc/lock_stat and perf lock contention for a short-connection workload, stock vs fastsocket.
 
-    python3 tools/lock_report.py            # needs the debug kernel: build.py --profile debug
+    python3 tools/lock_report.py            # needs both kernels: build.py, and build.py --profile debug
 
 All runs use the same prefork server (tools/workloads/shortconn.py: one
 worker per CPU, pinned, sharing one listener): "stock" as it is, "portable"
@@ -14,6 +14,12 @@ a plot under out/reports/.
 
 lock_stat counts per lock class (all sockets' sk_lock share one class), and
 LOCKDEP/KASAN slow everything down: read the counts, not the speed.
+
+A second boot, of the vm kernel (no lock debugging), runs the same three
+variants under `perf lock record` (the lock:contention_begin/end
+tracepoints) and reports `perf lock contention`: contended acquisitions
+per 1,000 connections and wait time, by the function that waited. Skip it
+with --no-perf.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,6 +85,117 @@ def guest_script(conns: int) -> str:
         ]
     lines.append("modprobe -r fastsocket 2>/dev/null || true")
     return "\n".join(lines)
+
+
+@dataclass
+class Contention:
+    caller: str
+    kind: str
+    contended: int
+    wait_total_ns: float
+
+
+UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
+_TIME = r"([\d.]+)\s*(ns|us|ms|s|m|h)"
+
+
+def parse_contention(text: str) -> dict[str, Contention]:
+    """Rows of `perf lock contention` (contended, total/max/avg wait, type, caller); a caller listed twice is summed."""
+    out: dict[str, Contention] = {}
+    row = re.compile(rf"^\s*(\d+)\s+{_TIME}\s+{_TIME}\s+{_TIME}\s+(\S+)\s+(\S.*?)\s*$")
+    for line in text.splitlines():
+        m = row.match(line)
+        if not m:
+            continue
+        caller = m.group(9)
+        cur = out.setdefault(caller, Contention(caller, m.group(8), 0, 0.0))
+        cur.contended += int(m.group(1))
+        cur.wait_total_ns += float(m.group(2)) * UNITS_NS[m.group(3)]
+    return out
+
+
+def perf_guest_script(conns: int, lib: Path) -> str:
+    """perf lock record / contention for each variant on a kernel with the lock contention tracepoints."""
+    ev = "/sys/kernel/tracing/events/lock/contention_begin"
+    lines = [
+        f"test -d {ev} || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true",
+        f"test -d {ev} || {{ echo 'no lock:contention_begin tracepoint: rebuild the vm profile"
+        " (kernel-config/vm.config sets CONFIG_FTRACE)'; exit 2; }",
+        "command -v perf > /dev/null || { echo 'no perf in the guest: apt-get install linux-perf'; exit 2; }",
+    ]
+    for variant in VARIANTS:
+        preload = "" if variant == "stock" else f"LD_PRELOAD={lib} "
+        run = f"python3 {REPO}/tools/workloads/shortconn.py --conns {conns}"
+        load = "modprobe fastsocket" if variant == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true"
+        lines += [
+            load,
+            f"{preload}{run} --port 8401 --conns 5 > /dev/null",
+            f"perf lock record -a -o /tmp/{variant}.data -- env {preload}{run} > $OUT/perf-{variant}.json"
+            f" 2> $OUT/perf-{variant}.record.err",
+            f"perf lock contention -i /tmp/{variant}.data -E 1000 > $OUT/perf-{variant}.contention 2>&1",
+        ]
+    lines.append("modprobe -r fastsocket 2>/dev/null || true")
+    return "\n".join(lines)
+
+
+def perf_report(outdir: Path) -> dict:
+    data: dict = {"variants": {}}
+    for variant in VARIANTS:
+        conns = json.loads((outdir / f"perf-{variant}.json").read_text())["connections"]
+        rows = parse_contention((outdir / f"perf-{variant}.contention").read_text())
+        data["variants"][variant] = {
+            "connections": conns,
+            "contended_per_kconn": per_kconn(sum(r.contended for r in rows.values()), conns),
+            "wait_us_per_conn": round(sum(r.wait_total_ns for r in rows.values()) / 1e3 / conns, 2),
+            "callers": {r.caller: asdict(r) for r in rows.values()},
+        }
+    (outdir / "perf-contention.json").write_text(json.dumps(data, indent=1))
+    return data
+
+
+def print_perf_table(data: dict, top: int = 15) -> list[str]:
+    vs = data["variants"]
+    conns = {v: vs[v]["connections"] for v in VARIANTS}
+
+    def val(v: str, caller: str) -> float:
+        c = vs[v]["callers"].get(caller)
+        return per_kconn(c["contended"], conns[v]) if c else 0.0
+
+    names = set().union(*(vs[v]["callers"] for v in VARIANTS))
+    shown = sorted(names, key=lambda n: -max(val(v, n) for v in VARIANTS))[:top]
+    cols = "".join(f"{v[:9]:>10}" for v in VARIANTS)
+    print(f"\nperf lock contention: contended per 1,000 connections, by waiting function{'':5}{cols}")
+    for n in shown:
+        print(f"  {n[:76]:76}" + "".join(f"{val(v, n):10.1f}" for v in VARIANTS))
+    print(
+        "all contended acquisitions per 1,000 connections: "
+        + ", ".join(f"{v} {vs[v]['contended_per_kconn']}" for v in VARIANTS)
+        + "; lock wait per connection, us: "
+        + ", ".join(f"{v} {vs[v]['wait_us_per_conn']}" for v in VARIANTS)
+    )
+    return shown
+
+
+def plot_perf(data: dict, shown: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vs = data["variants"]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * max(len(shown), 1) + 1.5))
+    y = range(len(shown))
+    for k, v in enumerate(VARIANTS):
+        c = vs[v]["callers"]
+        vals = [per_kconn(c[n]["contended"], vs[v]["connections"]) if n in c else 0.0 for n in shown]
+        ax.barh([i + (k - 1) * 0.27 for i in y], vals, height=0.27, label=v)
+    ax.set_yticks(list(y), [n[:45] for n in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("contended lock acquisitions per 1,000 connections (perf lock contention)")
+    ax.set_title("Short connections, prefork server, 1 worker per CPU (vm kernel)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def per_kconn(value: int, conns: int) -> float:
@@ -184,21 +302,38 @@ def plot(data: dict, shown: list[str], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel-dir", type=Path, default=REPO / "out/x86_64/debug")
+    ap.add_argument(
+        "--perf-kernel-dir", type=Path, default=REPO / "out/x86_64/vm", help="kernel for perf lock contention"
+    )
+    ap.add_argument("--no-perf", action="store_true", help="skip the perf lock contention boot")
+    ap.add_argument(
+        "--perf-conns", type=int, default=1000, help="connections per CPU under perf (default 1000: contention is rare)"
+    )
     ap.add_argument("--conns", type=int, default=150, help="connections per CPU (default 150)")
     ap.add_argument("--from-dir", type=Path, help="re-report an earlier run's directory without booting")
     args = ap.parse_args()
-    if args.conns < 1:
-        ap.error("--conns must be at least 1")
+    if args.conns < 1 or args.perf_conns < 1:
+        ap.error("--conns and --perf-conns must be at least 1")
     if args.from_dir:
         outdir = args.from_dir
     else:
         if not (args.kernel_dir / "manifest.json").exists():
             ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py --profile debug` first")
+        if not args.no_perf and not (args.perf_kernel_dir / "manifest.json").exists():
+            ap.error(f"no kernel in {args.perf_kernel_dir}: run `python3 build.py` first (or pass --no-perf)")
+        if not args.no_perf and not shutil.which("perf"):
+            ap.error("no perf (the guest uses the host's): apt-get install linux-perf (or pass --no-perf)")
         outdir = results_dir("lockstat")
         run_guest(args.kernel_dir, guest_script(args.conns), outdir)
+        if not args.no_perf:
+            lib = args.perf_kernel_dir / "libfsocket.so"
+            run_guest(args.perf_kernel_dir, perf_guest_script(args.perf_conns, lib), outdir, tag="perf")
     data = report(outdir)
     shown = print_table(data)
     plot(data, shown, outdir / "lockstat.png")
+    if (outdir / f"perf-{VARIANTS[-1]}.contention").exists():
+        pdata = perf_report(outdir)
+        plot_perf(pdata, print_perf_table(pdata), outdir / "contention.png")
     print(f"\ndata and plot: {outdir}")
     return 0
 

@@ -37,6 +37,16 @@ lock_stat version 0.4
                    &sb->s_type->i_mutex_key#5-R:     0     0     0.00     0.00     0.00     0.00      9     40     0.00     0.00     0.00     0.00
 """
 
+# perf 6.1 `perf lock contention` on the vm kernel (tracepoint mode), plus a caller seen twice.
+CONTENTION = """\
+ contended   total wait     max wait     avg wait         type   caller
+
+         3      5.33 ms      5.33 ms      1.78 ms        mutex   __inet_hash_connect+0xdb
+         1      5.16 ms      5.16 ms      5.16 ms      rwsem:W   netfs_start_io_direct+0x43
+         2     12.50 us      8.00 us      6.25 us     spinlock   __inet_hash_connect+0xdb
+         1         0 ns         0 ns         0 ns     rwlock:W   __x64_sys_exit_group
+"""
+
 WRK = """\
 Running 4s test @ http://127.0.0.1:8088/index.html
   2 threads and 8 connections
@@ -64,6 +74,25 @@ def test_lock_stat_listen_path_classes() -> None:
     names = lr.parse_lock_stat(LOCK_STAT)
     assert {n for n in names if lr.LISTEN_PATH.search(n)} == {"slock-AF_INET", "&icsk->icsk_accept_queue.rskq_lock"}
     assert not lr.LISTEN_PATH.search("&sb->s_type->i_mutex_key#5-W")
+
+
+def test_perf_lock_contention_rows() -> None:
+    rows = load("lock_report").parse_contention(CONTENTION)
+    assert set(rows) == {"__inet_hash_connect+0xdb", "netfs_start_io_direct+0x43", "__x64_sys_exit_group"}
+    ihc = rows["__inet_hash_connect+0xdb"]
+    assert ihc.contended == 5 and ihc.wait_total_ns == pytest.approx(5.33e6 + 12.5e3)
+    assert rows["netfs_start_io_direct+0x43"].kind == "rwsem:W"
+    assert rows["__x64_sys_exit_group"].wait_total_ns == 0
+    assert load("lock_report").parse_contention("perf: no lock contention data\n") == {}
+
+
+def test_perf_lock_script_checks_tracepoint_and_runs_every_variant() -> None:
+    lr = load("lock_report")
+    script = lr.perf_guest_script(50, Path("/lib/libfsocket.so"))
+    assert "events/lock/contention_begin" in script and "exit 2" in script
+    for v in lr.VARIANTS:
+        assert f"perf lock contention -i /tmp/{v}.data" in script
+    assert script.count("LD_PRELOAD=/lib/libfsocket.so") == 4  # portable and fastsocket: warm-up + recorded run
 
 
 def test_wrk_output() -> None:
