@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import parse_wrk
+from bench_nginx import paired_ratio, parse_wrk
 from guestrun import REPO, results_dir, run_guest
 from lock_report import parse_lock_stat
 
@@ -169,6 +169,7 @@ def collect(outdir: Path, rounds: int) -> dict:
     base = data["variants"]["stock"]["cps"]
     for v in VARIANTS[1:]:
         data[f"cps_ratio_{v}"] = round(data["variants"][v]["cps"] / base, 3) if base else None
+        data[f"cps_paired_ratio_{v}"] = paired_ratio(data["variants"][v]["runs"], data["variants"]["stock"]["runs"])
     return data
 
 
@@ -186,6 +187,14 @@ def print_report(data: dict, rounds: int) -> None:
     print(f"{'proxied connections/s (median)':34}" + "".join(f"{vs[v]['cps']:>18.1f}" for v in VARIANTS))
     print(f"{'  [min-max]':34}" + "".join(f"{vs[v]['min']:>11.0f}-{vs[v]['max']:<6.0f}" for v in VARIANTS))
     print(f"{'  ratio to stock':34}{1:>18.2f}" + "".join(f"{data[f'cps_ratio_{v}'] or 0:>18.2f}" for v in VARIANTS[1:]))
+    paired = [data[f"cps_paired_ratio_{v}"] for v in VARIANTS[1:]]
+    print(
+        f"{'  per-round ratio, median':34}{1:>18.3f}"
+        + "".join(f"{p['median'] or 0:>18.3f}" for p in paired)
+        + "\n"
+        + f"{'  per-round ratio [min-max]':34}{'':>18}"
+        + "".join(f"{p['min'] or 0:>11.2f}-{p['max'] or 0:<6.2f}" for p in paired)
+    )
     for key, label in (
         ("reply_on_cpu_share", "replies on the connecting CPU"),
         ("port_encodes_cpu_share", "ports encoding their CPU"),
