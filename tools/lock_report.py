@@ -177,25 +177,18 @@ def print_perf_table(data: dict, top: int = 15) -> list[str]:
 
 
 def plot_perf(data: dict, shown: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     vs = data["variants"]
-    fig, ax = plt.subplots(figsize=(10, 0.55 * max(len(shown), 1) + 1.5))
-    y = range(len(shown))
-    for k, v in enumerate(VARIANTS):
-        c = vs[v]["callers"]
-        vals = [per_kconn(c[n]["contended"], vs[v]["connections"]) if n in c else 0.0 for n in shown]
-        ax.barh([i + (k - 1) * 0.27 for i in y], vals, height=0.27, label=v)
-    ax.set_yticks(list(y), [n[:45] for n in shown], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("contended lock acquisitions per 1,000 connections (perf lock contention)")
-    ax.set_title("Short connections, prefork server, 1 worker per CPU (vm kernel)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    vals = {
+        v: [per_kconn(vs[v]["callers"].get(n, {}).get("contended", 0), vs[v]["connections"]) for n in shown]
+        for v in VARIANTS
+    }
+    plot_bars(
+        shown,
+        vals,
+        "contended lock acquisitions per 1,000 connections (perf lock contention)",
+        "Short connections, prefork server, 1 worker per CPU (vm kernel)",
+        path,
+    )
 
 
 def per_kconn(value: int, conns: int) -> float:
@@ -275,28 +268,39 @@ def print_table(data: dict) -> list[str]:
     return shown
 
 
-def plot(data: dict, shown: list[str], path: Path) -> None:
+def plot_bars(names: list[str], vals: dict[str, list[float]], xlabel: str, title: str, path: Path) -> None:
+    """One group of horizontal bars per name, one bar per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(10, 0.55 * max(len(names), 1) + 1.5))
+    y = range(len(names))
+    for k, v in enumerate(VARIANTS):
+        ax.barh([i + (k - 1) * 0.27 for i in y], vals[v], height=0.27, label=v)
+    ax.set_yticks(list(y), [n[:45] for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot(data: dict, shown: list[str], path: Path) -> None:
     conns = {v: data["variants"][v]["workload"]["connections"] for v in VARIANTS}
     vals = {
         v: [per_kconn(data["variants"][v]["classes"].get(n, {}).get("acq_bounces", 0), conns[v]) for n in shown]
         for v in VARIANTS
     }
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(shown) + 1.5))
-    y = range(len(shown))
-    for k, v in enumerate(VARIANTS):
-        ax.barh([i + (k - 1) * 0.27 for i in y], vals[v], height=0.27, label=v)
-    ax.set_yticks(list(y), [n[:45] for n in shown], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("lock acq-bounces per 1,000 connections (lock_stat)")
-    ax.set_title("Short connections, prefork server, 1 worker per CPU")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    plot_bars(
+        shown,
+        vals,
+        "lock acq-bounces per 1,000 connections (lock_stat)",
+        "Short connections, prefork server, 1 worker per CPU",
+        path,
+    )
 
 
 def main() -> int:
