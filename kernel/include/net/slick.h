@@ -387,6 +387,7 @@ struct slick_bsock_ops {
  * @priv: owner's pointer (used by test transports)
  * @rx: received, not yet consumed bytes
  * @tx: overflow: accepted bytes the socket did not take yet
+ * @batch: queued bytes that make write_all send, or 0 to send at once
  * @eof: the peer closed its sending side (rx may still hold bytes)
  * @err: sticky socket error (negative errno) or 0
  */
