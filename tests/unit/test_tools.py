@@ -100,6 +100,17 @@ def test_wrk_output() -> None:
     assert out == {"cps": 1439.56, "requests": 5844, "errors": 3, "non2xx": 4}
 
 
+def test_paired_ratio_compares_runs_of_the_same_round() -> None:
+    pr = load("bench_nginx").paired_ratio
+    base = [{"cps": 100.0}, {"cps": 300.0}, {"cps": 200.0}]
+    runs = [{"cps": 110.0}, {"cps": 270.0}, {"cps": 200.0}]
+    # Medians alone would say 200 vs 200 (1.0); per round: 1.1, 0.9, 1.0.
+    assert pr(runs, base) == {"median": 1.0, "min": 0.9, "max": 1.1}
+    assert pr([{"cps": 5.0}], [{"cps": 0.0}]) == {"median": None, "min": None, "max": None}
+    with pytest.raises(ValueError):
+        pr(runs, base[:2])
+
+
 def test_wrk_garbage_is_an_error() -> None:
     with pytest.raises(SystemExit, match="cannot read wrk output"):
         load("bench_nginx").parse_wrk("wrk: connection refused\n")
