@@ -712,11 +712,11 @@ exception:
 	return fwd_reply_exception(c, msg, SLICK_TAPP_INTERNAL_ERROR, text);
 }
 
-static void fwd_release_servers(void)
+/* Drop every route and tear every backend down. */
+static void fwd_backends_teardown_all(bool graceful)
 {
 	struct fwd_backend *be;
 
-	mutex_lock(&fwd_ctl_mutex);
 	fwd_routes_drop(NULL);
 	for (;;) {
 		spin_lock(&fwd_lock);
@@ -727,9 +727,15 @@ static void fwd_release_servers(void)
 		spin_unlock(&fwd_lock);
 		if (!be)
 			break;
-		fwd_backend_teardown(be, false, true);
+		fwd_backend_teardown(be, false, graceful);
 		fwd_backend_put(be);
 	}
+}
+
+static void fwd_release_servers(void)
+{
+	mutex_lock(&fwd_ctl_mutex);
+	fwd_backends_teardown_all(true);
 	mutex_unlock(&fwd_ctl_mutex);
 }
 
@@ -954,21 +960,7 @@ static void __exit fwd_exit(void)
 	fwd_close_conns(&fwd_ctls, NULL);
 	fwd_close_conns(&fwd_clients, &fwd_clients_active);
 
-	fwd_routes_drop(NULL);
-	for (;;) {
-		struct fwd_backend *be;
-
-		spin_lock(&fwd_lock);
-		be = list_first_entry_or_null(&fwd_backends,
-					      struct fwd_backend, node);
-		if (be)
-			kref_get(&be->ref);
-		spin_unlock(&fwd_lock);
-		if (!be)
-			break;
-		fwd_backend_teardown(be, false, false);
-		fwd_backend_put(be);
-	}
+	fwd_backends_teardown_all(false);
 	/* Handlers that closed their own connection may still be returning. */
 	destroy_workqueue(fwd_wq);
 	xa_destroy(&fwd_routes);
