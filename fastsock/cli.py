@@ -278,7 +278,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=positive_int, default=2)
     p.add_argument("--memory", type=memory_size, default="2G")
     p.add_argument("--timeout", type=positive_int, default=900, help="seconds")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    p.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg", "icount"),
+        default="auto",
+        help="icount: TCG with the guest clock counting instructions (repeatable rates)",
+    )
     p.add_argument("--dmesg", help="save the guest's dmesg here")
     p.add_argument("guest_command", nargs=argparse.REMAINDER, help="command to run in the guest")
     return parser

@@ -77,6 +77,7 @@
 #define FD_LISTENER	0x1	/* an enabled listener (has a struct lsn) */
 #define FD_EPOLL	0x2	/* an epoll set holding an enabled listener */
 #define FD_LOCAL	0x4	/* one of our local listeners */
+#define FD_KLOCAL	0x8	/* kernel mode: an enabled listener that has its local listener */
 
 /* Things reported at most once per process with FSOCKET_VERBOSE=1. */
 enum {
@@ -396,6 +397,7 @@ static void lsn_drop_local(struct lsn *rec, enum lsn_state state)
 	rec->state = state;
 	if (!loc)
 		return;
+	fdf_clear(rec->fd, FD_KLOCAL);
 	lsn_unmirror(rec);
 	rec->loc = NULL;
 	local_release(loc);
@@ -666,6 +668,8 @@ static void lsn_spawn(struct lsn *rec)
 	fdf_set(l, FD_LOCAL);
 	rec->loc = loc;
 	rec->state = LS_LOCAL;
+	if (conf.mode == FSOCKET_MODE_KERNEL)
+		fdf_set(rec->fd, FD_KLOCAL);
 	for (i = 0; i < rec->nregs; i++) {
 		err = lsn_mirror(rec, &rec->regs[i]);
 		if (err) {
@@ -941,6 +945,32 @@ out:
 	return done;
 }
 
+/*
+ * Kernel mode, once this process has G's local listener: the kernel's
+ * accept() on G takes the calling CPU's local listener's queue first, and
+ * the process's threads run on L's CPU, so the common case needs neither
+ * the table lock nor a second system call. Only an empty answer goes the
+ * slow way, which tries L itself (for a thread on another CPU) and
+ * notices an L the module shut down. Returns false when it does not apply.
+ */
+static bool accept_kernel(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags,
+			  int *res)
+{
+	int ret, err;
+
+	if (!(fdf_get(fd) & FD_KLOCAL) || !ours_fast())
+		return false;
+	ret = real_accept4(fd, addr, len, flags);
+	if (ret < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		err = errno;
+		if (accept_local(fd, addr, len, flags, res))
+			return true;
+		errno = err;
+	}
+	*res = ret;
+	return true;
+}
+
 /* -- setup --------------------------------------------------------------------- */
 
 static bool env_on(const char *name)
@@ -1001,6 +1031,7 @@ static void atfork_child(void)
 		for (i = 0; i < rec->nregs; i++)
 			fdf_clear(rec->regs[i].epfd, FD_EPOLL);
 		rec->nregs = 0;
+		fdf_clear(rec->fd, FD_KLOCAL);
 		loc = rec->loc;
 		rec->loc = NULL;
 		if (loc)
@@ -1197,6 +1228,8 @@ EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 		errno = ENOSYS;
 		return -1;
 	}
+	if (accept_kernel(fd, addr, len, 0, &ret))
+		return ret;
 	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, 0, &ret))
 		return ret;
 	return real_accept(fd, addr, len);
@@ -1211,6 +1244,8 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int fla
 		errno = ENOSYS;
 		return -1;
 	}
+	if (accept_kernel(fd, addr, len, flags, &ret))
+		return ret;
 	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, flags, &ret))
 		return ret;
 	return real_accept4(fd, addr, len, flags);

@@ -10,7 +10,7 @@ http-reuse never) to Debian's nginx in pxS, across a veth pair with RPS
 spreading flows over every CPU on both ends. wrk in pxC opens one client
 connection per request. Variants, interleaved in rotated order:
   stock       no module, no preload
-  fastsocket  fastsocket.ko loaded (rfd_ports=1, rfd_steer=1), HAProxy under
+  fastsocket  fastsocket.ko loaded (rfd_ports=1, rfd_steer=2), HAProxy under
               LD_PRELOAD=libfsocket.so (RFD ports on its backend connects)
   fastsocket-ehash  the same with ehash_partition=1 (per-CPU partition of the
               established table; once it has been on, established lookups
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import paired_ratio, parse_wrk
-from guestrun import REPO, results_dir, run_guest
+from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from lock_report import parse_lock_stat
 
 VARIANTS = ("stock", "fastsocket", "fastsocket-ehash")
@@ -259,6 +259,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5, help="per run (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per variant, interleaved (default 3)")
     ap.add_argument("--from-dir", type=Path, help="re-report an earlier run's directory without booting")
+    add_accel_argument(ap)
     args = ap.parse_args()
     if args.seconds < 1 or args.rounds < 1 or args.cpus < 2:
         ap.error("--seconds and --rounds must be at least 1, --cpus at least 2")
@@ -268,9 +269,8 @@ def main() -> int:
         if not (args.kernel_dir / "manifest.json").exists():
             ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
         outdir = results_dir("proxy")
-        run_guest(
-            args.kernel_dir, guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds), outdir, cpus=args.cpus
-        )
+        script = guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds)
+        run_guest(args.kernel_dir, script, outdir, cpus=args.cpus, accel=args.accel)
     data = collect(outdir, args.rounds)
     print_report(data, args.rounds)
     (outdir / "results.json").write_text(json.dumps(data, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -20,13 +21,32 @@ from fastsock.runner import Runner  # noqa: E402
 from fastsock.vm import VMRequest, VMRunner, dmesg_problems  # noqa: E402
 
 
+def add_accel_argument(ap: argparse.ArgumentParser) -> None:
+    """--accel, for tools whose figures are rates measured in the guest."""
+    ap.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg", "icount"),
+        default="auto",
+        help="icount: TCG whose guest clock counts instructions (10^9 per guest second), so rates"
+        " measure work per event and do not drift with the host (default auto: KVM if it works, else TCG)",
+    )
+
+
 def results_dir(name: str) -> Path:
     path = REPO / "out" / "reports" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True)
     return path
 
 
-def run_guest(kernel_dir: Path, script: str, outdir: Path, cpus: int = 2, timeout: float = 1800, tag: str = "") -> str:
+def run_guest(
+    kernel_dir: Path,
+    script: str,
+    outdir: Path,
+    cpus: int = 2,
+    timeout: float = 1800,
+    tag: str = "",
+    accel: str = "auto",
+) -> str:
     """Run script (sh) as root in the guest with $OUT=outdir writable; return its stdout.
 
     The script, the guest's output and its kernel log are saved in outdir,
@@ -45,6 +65,7 @@ def run_guest(kernel_dir: Path, script: str, outdir: Path, cpus: int = 2, timeou
         timeout=timeout,
         rwdirs=(outdir,),
         cwd=REPO,
+        accel=accel,
     )
     res = VMRunner(Runner(), Layout.default().cache).run(req)
     (outdir / f"{pre}guest-stdout.txt").write_text(res.stdout)

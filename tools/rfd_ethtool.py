@@ -9,7 +9,7 @@ names its CPU: p & mask == cpu, mask = roundup_pow_of_two(nr_cpu_ids) - 1.
 The replies to it therefore carry that CPU in their destination port, and a
 NIC with masked ntuple filters can deliver them to the queue whose interrupt
 that CPU serves, so even the first softirq runs there (fastsocket's software
-steering, rfd_steer=1, then has nothing left to move). In ethtool's syntax
+steering, rfd_steer, then has nothing left to move). In ethtool's syntax
 the bits set in a mask ("m") are ignored, so the rule for CPU c is
 `dst-port c m (0xffff & ~mask)`. The rules also match passive connections
 whose server port happens to have those low bits: give them lower priority

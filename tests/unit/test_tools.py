@@ -111,6 +111,16 @@ def test_paired_ratio_compares_runs_of_the_same_round() -> None:
         pr(runs, base[:2])
 
 
+def test_nginx_bench_veth_puts_wrk_across_rps() -> None:
+    bn = load("bench_nginx")
+    lo = bn.guest_script(Path("/k"), 2, 3, 1)
+    assert "netns" not in lo and "wrk -t2 -c8 -d3s -H 'Connection: close' http://127.0.0.1:8088/" in lo
+    veth = bn.guest_script(Path("/k"), 4, 3, 1, net="veth")
+    assert "echo f > /sys/class/net/vnS/queues/rx-0/rps_cpus" in veth
+    assert "ip netns exec nbC wrk -t4 -c16 -d3s -H 'Connection: close' http://10.96.0.2:8088/" in veth
+    assert veth.count("listen 10.96.0.2:8088 reuseport;") == 1 and veth.count("listen 10.96.0.2:8088;") == 3
+
+
 def test_wrk_garbage_is_an_error() -> None:
     with pytest.raises(SystemExit, match="cannot read wrk output"):
         load("bench_nginx").parse_wrk("wrk: connection refused\n")

@@ -98,3 +98,15 @@ def test_dmesg_problems() -> None:
         "[ 5] Kernel panic - not syncing",
     ):
         assert dmesg_problems(clean + bad + "\n") == [bad]
+
+
+def test_icount_is_tcg_with_the_instruction_clock(kdir, tmp_path) -> None:
+    (tmp_path / "rw").mkdir()
+    fake = FakeRunner(Result(("vng",), 0, "", "", 1.0))
+    vm = VMRunner(fake, tmp_path, vng="vng")
+    res = vm.run(VMRequest(kernel_dir=kdir, command="true", accel="icount"))
+    assert res.accel == "icount"
+    assert "--disable-kvm" in fake.argv
+    assert fake.argv[fake.argv.index("--qemu-opts") + 1].startswith("-icount shift=0,sleep=off")
+    plain = vm.command_line(VMRequest(kernel_dir=kdir, command="true"), kernel_image(kdir), False, tmp_path / "rw")
+    assert "--qemu-opts" not in plain

@@ -18,8 +18,10 @@ def test_fastsocket_module_loads_and_unloads() -> None:
         assert loaded("fastsocket")
         lines = Path("/proc/net/fastsocket").read_text().splitlines()
         assert lines[0].startswith("fastsocket ")
-        # The defaults: manual local listeners, RFD ports for sockets that ask, steering on, no partition.
-        for line in ("listen_spawn 1", "rfd_ports 1", "rfd_steer 1", "ehash_partition 0", "rfd_cpu_mask 1"):
+        # The defaults: manual local listeners, RFD ports for sockets that ask, steering once one
+        # does (not yet), no partition.
+        defaults = ("listen_spawn 1", "rfd_ports 1", "rfd_steer 2", "rfd_steering 0", "ehash_partition 0")
+        for line in (*defaults, "rfd_cpu_mask 1"):
             assert line in lines, (line, lines)
         columns = (
             "cpu listen_local listen_global accept_local accept_empty spawned migrated"

@@ -3,7 +3,8 @@
 With fastsocket.ko loaded, a TCP socket that asked for RFD (TCP_FASTSOCKET_RFD, or
 every TCP socket with rfd_ports=2) gets a local port p with p & mask == c, c being
 the CPU it connects (or binds) on and mask = roundup_pow_of_two(nr_cpu_ids) - 1;
-with rfd_steer=1 the packets of such active connections are processed on CPU
+with steering on (rfd_steer=1, or 2, the default, once a socket asked for RFD) the
+packets of such active connections are processed on CPU
 dport & mask, whatever RPS would have picked. The tests connect from a client
 namespace to a server namespace over veth, with RPS spreading flows over every CPU
 on both ends, so a reply lands on the connecting CPU only if the kernel steers it.
@@ -83,12 +84,12 @@ def cpus() -> list[int]:
 
 @pytest.fixture
 def module():
-    """fastsocket.ko loaded with its defaults (rfd_ports=1, rfd_steer=1); unloaded afterwards."""
+    """fastsocket.ko loaded with its defaults (rfd_ports=1, rfd_steer=2); unloaded afterwards."""
     if fs.module_loaded():
         fs.unload_module()
     fs.load_module()
     try:
-        assert get_param("rfd_ports") == 1 and get_param("rfd_steer") == 1
+        assert get_param("rfd_ports") == 1 and get_param("rfd_steer") == 2
         yield
     finally:
         if fs.module_loaded():
@@ -281,6 +282,33 @@ def test_steering_can_be_switched_off_at_run_time(cpus, veth, module) -> None:
     assert share(off) < 0.9, f"steering off, yet {share(off):.0%} of replies on the connecting CPU"
     assert share(on) == 1.0, [(c.cpu, c.incoming_cpu) for c in on if c.cpu != c.incoming_cpu]
     assert all(c.port & cpu_mask() == c.cpu for c in off + on)
+
+
+def steering() -> bool:
+    """Is receive steering in effect (rps_needed held), per /proc/net/fastsocket?"""
+    lines = Path("/proc/net/fastsocket").read_text().splitlines()
+    return {"rfd_steering 0": False, "rfd_steering 1": True}[next(x for x in lines if x.startswith("rfd_steering "))]
+
+
+def test_automatic_steering_starts_with_the_first_rfd_socket(cpus, veth, module) -> None:
+    addr = veth.server[V4]
+    with reply_server(V4, addr, PORT):
+        before = fs.read_counters()
+        plain = run_clients(V4, addr, PORT, cpus, rfd=False)
+        delta_plain = fs.counter_delta(before, fs.read_counters())
+        assert not steering(), "steering on before any socket asked for an RFD port"
+        # No RFD socket yet: received packets are not even classified (rps_needed stays off).
+        assert fs.counter_total(delta_plain, "rx_active") + fs.counter_total(delta_plain, "rx_passive") == 0
+        assert share(plain) < 0.9
+        rfd = run_clients(V4, addr, PORT, cpus, rfd=True)
+        assert steering()
+        assert share(rfd) == 1.0, [(c.cpu, c.incoming_cpu) for c in rfd if c.cpu != c.incoming_cpu]
+        set_param("rfd_steer", 0)
+        assert not steering()
+        set_param("rfd_steer", 2)  # automatic again: RFD sockets were seen since the module loaded
+        assert steering()
+        set_param("rfd_steer", 1)
+        assert steering()
 
 
 def test_rfd_ports_all_needs_no_socket_option(cpus, veth, module) -> None:
@@ -531,7 +559,7 @@ def test_bad_socket_option_and_parameter_values_are_rejected(module) -> None:
         ("rfd_ports", "3"),
         ("rfd_ports", "-1"),
         ("rfd_ports", "x"),
-        ("rfd_steer", "2"),
+        ("rfd_steer", "3"),
         ("rfd_steer", ""),
         ("ehash_partition", "2"),
         ("ehash_partition", "on"),
@@ -540,7 +568,7 @@ def test_bad_socket_option_and_parameter_values_are_rejected(module) -> None:
         with pytest.raises(OSError) as exc:
             set_param(name, bad)
         assert exc.value.errno == errno.EINVAL, (name, bad, exc.value)
-    assert get_param("rfd_ports") == 1 and get_param("rfd_steer") == 1
+    assert get_param("rfd_ports") == 1 and get_param("rfd_steer") == 2
 
 
 def test_option_fails_cleanly_without_the_module(no_module) -> None:

@@ -164,10 +164,50 @@ def test_nginx_with_module(tmp_path: Path, module: None, accept_mutex: str, reus
         # Both workers are pinned and keep their local listener: every SYN meets one.
         assert delta["listen_local"] >= requests, (delta, requests)
         assert delta["listen_global"] == 0, delta
+        # libfsocket accepts on the shared fd and the kernel serves it from the worker's local queue.
+        assert delta["accept_local"] >= requests, (delta, requests)
     # accept_mutex on: a worker that loses the mutex removes the listener from
     # epoll, so libfsocket closes its local one (its queue moves to the global
     # listener) until it wins again; reuseport: the SYN's reuseport choice may
     # be another worker's listener. Both stay correct, with less locality.
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of the processes, in clock ticks."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def test_nginx_keeps_serving_when_the_module_is_unloaded(tmp_path: Path, module: None) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("fastsock\n")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(d=tmp_path, port=8082, accept_mutex="off", reuseport=""))
+    with Server(["nginx", "-c", str(conf), "-p", str(tmp_path)], 8082, tmp_path / "out.log") as srv:
+        time.sleep(1)
+        assert fs_counters()["spawned"] >= 2
+        load = subprocess.Popen(
+            ["wrk", "-t2", "-c8", "-d6s", "-H", "Connection: close", "http://127.0.0.1:8082/index.html"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(2)
+        sh("modprobe -r fastsocket")
+        out = load.communicate(timeout=120)[0]
+        assert "Socket errors" not in out and "Non-2xx" not in out, out
+        assert int(re.search(r"(\d+) requests in", out).group(1)) > 0, out
+        # The workers dropped their shut-down local listeners: idle, they do not spin on them.
+        workers = [int(p) for p in sh(f"pgrep -P {srv.proc.pid}").stdout.split()]
+        assert len(workers) == 2
+        before = cpu_ticks(workers)
+        time.sleep(2)
+        assert cpu_ticks(workers) - before <= 10, "nginx workers busy while idle after the unload"
+        # and they still answer, now through the shared listener
+        assert wrk("http://127.0.0.1:8082/index.html", seconds=1) > 0
 
 
 def test_nginx_without_module(tmp_path: Path, no_module: None) -> None:

@@ -41,7 +41,15 @@ static DEFINE_MUTEX(fs_mutex);
 static bool fs_loaded;
 static int listen_spawn = FS_SPAWN_MANUAL;
 static int rfd_ports = FASTSOCKET_RFD_SOCKET;
-static int rfd_steer = IS_ENABLED(CONFIG_RPS);
+enum {
+	FS_STEER_OFF,
+	FS_STEER_ON,
+	FS_STEER_AUTO,		/* on once a socket uses a CPU-encoded port */
+};
+
+static int rfd_steer = IS_ENABLED(CONFIG_RPS) ? FS_STEER_AUTO : FS_STEER_OFF;
+static bool fs_steering;	/* fs_apply_steer(true) is in effect */
+static bool fs_rfd_used;	/* a socket asked for an RFD port since load */
 static int ehash_partition;
 
 /* Shut down every group's local listeners and detach the groups. */
@@ -105,6 +113,45 @@ module_param_cb(listen_spawn, &listen_spawn_ops, &listen_spawn, 0644);
 MODULE_PARM_DESC(listen_spawn,
 		 "per-CPU local listeners: 0 off, 1 manual (default), 2 automatic");
 
+/*
+ * Receive steering runs inside get_rps_cpu(), which the stack calls only
+ * while rps_needed is on: hold a reference on it while steering.
+ */
+static void fs_apply_steer(bool on)
+{
+	lockdep_assert_held(&fs_mutex);
+#ifdef CONFIG_RPS
+	if (on) {
+		static_branch_inc(&rps_needed);
+		static_branch_enable(&fastsocket_steer_key);
+	} else {
+		static_branch_disable(&fastsocket_steer_key);
+		static_branch_dec(&rps_needed);
+	}
+#endif
+}
+
+/*
+ * Steer when told to, or automatically once CPU-encoded ports are in use:
+ * steering turns rps_needed on, which costs every received packet of
+ * every device a get_rps_cpu() call, so a server that makes no active
+ * connections through us (nginx, memcached) does not pay for it.
+ */
+static void fs_sync_steer(void)
+{
+	bool want;
+
+	lockdep_assert_held(&fs_mutex);
+	want = fs_loaded &&
+	       (rfd_steer == FS_STEER_ON ||
+		(rfd_steer == FS_STEER_AUTO &&
+		 (fs_rfd_used || rfd_ports == FASTSOCKET_RFD_ALL)));
+	if (want != fs_steering) {
+		fs_apply_steer(want);
+		WRITE_ONCE(fs_steering, want);
+	}
+}
+
 /* Turn the port key on or off to match rfd_ports. */
 static void fs_apply_ports(int mode)
 {
@@ -127,6 +174,7 @@ static int rfd_ports_set(const char *val, const struct kernel_param *kp)
 	if (fs_loaded)
 		fs_apply_ports(mode);
 	WRITE_ONCE(rfd_ports, mode);
+	fs_sync_steer();
 	mutex_unlock(&fs_mutex);
 	return 0;
 }
@@ -139,37 +187,18 @@ module_param_cb(rfd_ports, &rfd_ports_ops, &rfd_ports, 0644);
 MODULE_PARM_DESC(rfd_ports,
 		 "CPU-encoded local ports: 0 off, 1 sockets with TCP_FASTSOCKET_RFD (default), 2 every TCP socket");
 
-/*
- * Receive steering runs inside get_rps_cpu(), which the stack calls only
- * while rps_needed is on: hold a reference on it while steering.
- */
-static void fs_apply_steer(int on)
-{
-	lockdep_assert_held(&fs_mutex);
-#ifdef CONFIG_RPS
-	if (on) {
-		static_branch_inc(&rps_needed);
-		static_branch_enable(&fastsocket_steer_key);
-	} else {
-		static_branch_disable(&fastsocket_steer_key);
-		static_branch_dec(&rps_needed);
-	}
-#endif
-}
-
 static int rfd_steer_set(const char *val, const struct kernel_param *kp)
 {
-	int on, err;
+	int mode, err;
 
-	err = fs_parse_mode(val, 0, 1, &on);
+	err = fs_parse_mode(val, FS_STEER_OFF, FS_STEER_AUTO, &mode);
 	if (err)
 		return err;
-	if (on && !IS_ENABLED(CONFIG_RPS))
+	if (mode != FS_STEER_OFF && !IS_ENABLED(CONFIG_RPS))
 		return -EOPNOTSUPP;
 	mutex_lock(&fs_mutex);
-	if (fs_loaded && on != rfd_steer)
-		fs_apply_steer(on);
-	WRITE_ONCE(rfd_steer, on);
+	WRITE_ONCE(rfd_steer, mode);
+	fs_sync_steer();
 	mutex_unlock(&fs_mutex);
 	return 0;
 }
@@ -180,7 +209,7 @@ static const struct kernel_param_ops rfd_steer_ops = {
 };
 module_param_cb(rfd_steer, &rfd_steer_ops, &rfd_steer, 0644);
 MODULE_PARM_DESC(rfd_steer,
-		 "steer active connections' packets to the CPU their port names: 0 off, 1 on (default; needs CONFIG_RPS)");
+		 "steer active connections' packets to the CPU their port names: 0 off, 1 on, 2 once a socket uses a CPU-encoded port (default; needs CONFIG_RPS)");
 
 /*
  * The established-table partition. Lookups learn to try both hashes
@@ -301,6 +330,12 @@ static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
 	if (val && READ_ONCE(rfd_ports) == FASTSOCKET_RFD_OFF)
 		return -EOPNOTSUPP;
 	inet_assign_bit(FASTSOCKET_RFD, sk, val);
+	if (val && !READ_ONCE(fs_rfd_used)) {
+		mutex_lock(&fs_mutex);
+		WRITE_ONCE(fs_rfd_used, true);
+		fs_sync_steer();
+		mutex_unlock(&fs_mutex);
+	}
 	return 0;
 }
 
@@ -399,6 +434,7 @@ static int fastsocket_proc_show(struct seq_file *seq, void *v)
 	seq_printf(seq, "groups %u\n", groups);
 	seq_printf(seq, "rfd_ports %d\n", READ_ONCE(rfd_ports));
 	seq_printf(seq, "rfd_steer %d\n", READ_ONCE(rfd_steer));
+	seq_printf(seq, "rfd_steering %d\n", READ_ONCE(fs_steering));
 	seq_printf(seq, "ehash_partition %d\n", READ_ONCE(ehash_partition));
 	seq_printf(seq, "rfd_cpu_mask %lu\n", roundup_pow_of_two(nr_cpu_ids) - 1);
 	seq_puts(seq, "cpu listen_local listen_global accept_local accept_empty spawned migrated port_scan port_fallback rx_active rx_passive\n");
@@ -433,8 +469,7 @@ static int __init fastsocket_init(void)
 	if (listen_spawn != FS_SPAWN_OFF)
 		static_branch_enable(&fastsocket_listen_key);
 	fs_apply_ports(rfd_ports);
-	if (rfd_steer)
-		fs_apply_steer(true);
+	fs_sync_steer();
 	if (ehash_partition)
 		fs_apply_ehash(true);
 	mutex_unlock(&fs_mutex);
@@ -452,11 +487,10 @@ static void __exit fastsocket_exit(void)
 	if (listen_spawn != FS_SPAWN_OFF)
 		static_branch_disable(&fastsocket_listen_key);
 	fs_apply_ports(FASTSOCKET_RFD_OFF);
-	if (rfd_steer)
-		fs_apply_steer(false);
 	if (ehash_partition)
 		fs_apply_ehash(false);
 	fs_loaded = false;
+	fs_sync_steer();
 	mutex_unlock(&fs_mutex);
 	remove_proc_entry("fastsocket", init_net.proc_net);
 	pr_info("unloaded\n");

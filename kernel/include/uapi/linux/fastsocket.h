@@ -55,9 +55,10 @@
  *      c being the CPU the caller runs on, while c has a free port in the
  *      range (ip_local_port_range, narrowed by IP_LOCAL_PORT_RANGE);
  *      otherwise any free port, as without the option. With the module
- *      parameter rfd_steer=1, incoming packets of such connections are
- *      then processed on CPU c. Set it before connect() or bind(); pin
- *      the thread to c.
+ *      parameter rfd_steer=2 (the default: steering starts with the first
+ *      socket that sets this option) or 1, incoming packets of such
+ *      connections are then processed on CPU c. Set it before connect()
+ *      or bind(); pin the thread to c.
  *   0: stock port selection (the default, unless rfd_ports=2).
  *   getsockopt() returns the current value.
  *   Errors: EINVAL (bad value or length), EOPNOTSUPP (rfd_ports=0).
