@@ -179,7 +179,9 @@ def main() -> int:
             results[str(cpus)][v]["paired_ratio"] = paired_ratio(
                 results[str(cpus)][v]["runs"], results[str(cpus)]["stock"]["runs"]
             )
-    (outdir / "results.json").write_text(json.dumps(results, indent=1))
+    (outdir / "results.json").write_text(json.dumps({"accel": args.accel, "net": args.net, **results}, indent=1))
+    clock = "10^9 instructions per guest second (icount)" if args.accel == "icount" else "the host's time"
+    print(f"nginx over {args.net}; guest clock: {clock}")
     print(f"connections/s, median of {args.rounds} interleaved runs [min-max], ratio of medians to stock")
     print(f"{'vCPUs':6}" + "".join(f"{v:>30}" for v in VARIANTS))
     for cpus, row in results.items():

@@ -273,7 +273,7 @@ def main() -> int:
         run_guest(args.kernel_dir, script, outdir, cpus=args.cpus, accel=args.accel)
     data = collect(outdir, args.rounds)
     print_report(data, args.rounds)
-    (outdir / "results.json").write_text(json.dumps(data, indent=1))
+    (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")
     print(f"\ndata and plot: {outdir}")
     return 0
