@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
+from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 
 VARIANTS = ("stock", "reuseport", "libfsocket", "fastsocket")
 CONF = """daemon off; master_process on; worker_processes {n}; worker_cpu_affinity auto; user root;
@@ -74,8 +75,10 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, net: st
             f"{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
             f"for i in $(seq 50); do {client}wrk -t1 -c1 -d1s http://{addr}:8088/index.html >/dev/null 2>&1"
             " && break; sleep 0.2; done",
+            SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.before"),
             f"{client}wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
             f" > $OUT/{v}-{cpus}-{r}.wrk",
+            SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.after"),
             "kill $NGINX; wait $NGINX || true",
             f"cat /proc/net/fastsocket > $OUT/{v}-{cpus}-{r}.fastsocket 2>/dev/null || true",
         ]
@@ -165,7 +168,14 @@ def main() -> int:
         )
         results[str(cpus)] = {}
         for v in VARIANTS:
-            runs = [parse_wrk((outdir / f"{v}-{cpus}-{r}.wrk").read_text()) for r in range(args.rounds)]
+            runs = []
+            for r in range(args.rounds):
+                stem = outdir / f"{v}-{cpus}-{r}"
+                run = parse_wrk(stem.with_suffix(".wrk").read_text())
+                run["events"] = per_connection(
+                    stem.with_suffix(".before").read_text(), stem.with_suffix(".after").read_text(), run["requests"]
+                )
+                runs.append(run)
             cps = sorted(run["cps"] for run in runs)
             results[str(cpus)][v] = {
                 "cps": statistics.median(cps),
@@ -174,6 +184,7 @@ def main() -> int:
                 "runs": runs,
                 "errors": sum(run["errors"] for run in runs),
                 "non2xx": sum(run["non2xx"] for run in runs),
+                "events": median_counters([run["events"] for run in runs]),
             }
         for v in VARIANTS:
             results[str(cpus)][v]["paired_ratio"] = paired_ratio(
@@ -197,6 +208,7 @@ def main() -> int:
             for v in VARIANTS
         )
         print(f"{'':6}{pr}   <- per-round ratio to stock, median [min-max]")
+        print(format_table({v: row[v]["events"] for v in VARIANTS}, indent=6))
         bad = {v: r for v, r in row.items() if r["errors"] or r["non2xx"]}
         if bad:
             print(f"  errors at {cpus} vCPUs: {bad}")

@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import paired_ratio, parse_wrk
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
+from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
 
 VARIANTS = ("stock", "fastsocket", "fastsocket-ehash")
@@ -104,8 +105,10 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
             " 2>&1 && break; sleep 0.2; done",
             "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-before 2>/dev/null || true",
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/lock_stat; echo 1 > /proc/sys/kernel/lock_stat; fi',
+            SNAPSHOT.format(path=f"$OUT/{tag}.before"),
             f"ip netns exec pxC wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close'"
             f" http://127.0.0.1:8094/index.html > $OUT/{tag}.wrk",
+            SNAPSHOT.format(path=f"$OUT/{tag}.after"),
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/sys/kernel/lock_stat;'
             f" cat /proc/lock_stat > $OUT/{tag}.lock_stat; fi",
             "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-after 2>/dev/null || true",
@@ -140,6 +143,9 @@ def collect(outdir: Path, rounds: int) -> dict:
         for r in range(rounds):
             tag = f"{v}-{r}"
             run = parse_wrk((outdir / f"{tag}.wrk").read_text())
+            run["events"] = per_connection(
+                (outdir / f"{tag}.before").read_text(), (outdir / f"{tag}.after").read_text(), run["requests"]
+            )
             runs.append(run)
             requests += run["requests"]
             p = json.loads((outdir / f"{tag}.probe").read_text())
@@ -159,6 +165,7 @@ def collect(outdir: Path, rounds: int) -> dict:
             "max": cps[-1],
             "runs": runs,
             "errors": sum(run["errors"] + run["non2xx"] for run in runs),
+            "events": median_counters([run["events"] for run in runs]),
             "reply_on_cpu_share": round(sum(p["reply_on_cpu_share"] * p["connections"] for p in probes) / conns, 3),
             "port_encodes_cpu_share": round(
                 sum(p["port_encodes_cpu_share"] * p["connections"] for p in probes) / conns, 3
@@ -201,6 +208,8 @@ def print_report(data: dict, rounds: int) -> None:
     ):
         print(f"{label:34}" + "".join(f"{vs[v][key]:>18.3f}" for v in VARIANTS))
     print(f"{'wrk errors':34}" + "".join(f"{vs[v]['errors']:>18}" for v in VARIANTS))
+    print("kernel events per proxied request (median of rounds):")
+    print(format_table({v: vs[v]["events"] for v in VARIANTS}, indent=2))
     for v in VARIANTS[1:]:
         print(f"{v} counters per proxied request:", vs[v]["fastsocket_per_request"])
     if data["lock_stat"]:

@@ -201,9 +201,60 @@ def test_bench_proxy_collect_ratios(tmp_path: Path) -> None:
         (tmp_path / f"{v}-0.fs-before").write_text(FS_BEFORE if v != "stock" else "")
         after = FS_BEFORE.replace("cpu0 0 0 0 0 0 0 10 0 100 50", "cpu0 0 0 0 0 0 0 610 0 6100 50")
         (tmp_path / f"{v}-0.fs-after").write_text(after if v != "stock" else "")
+        (tmp_path / f"{v}-0.before").write_text("ctxt 100\n")
+        (tmp_path / f"{v}-0.after").write_text(f"ctxt {100 + int(rps * 5) * (2 if v == 'stock' else 1)}\n")
     data = bp.collect(tmp_path, 1)
+    assert data["variants"]["stock"]["events"] == {"ctxt": 2.0}
+    assert data["variants"]["fastsocket"]["events"] == {"ctxt": 1.0}
     assert data["cps_ratio_fastsocket"] == 1.2 and data["cps_ratio_fastsocket-ehash"] == 1.1
     f = data["variants"]["fastsocket"]
     assert f["reply_on_cpu_share"] == 1.0 and data["variants"]["stock"]["reply_on_cpu_share"] == 0.5
     assert f["fastsocket_per_request"]["port_scan"] == 1.0  # 600 scans over 600 requests
     assert f["fastsocket_per_request"]["rx_active"] == 10.0
+
+
+SNAP_BEFORE = """\
+cpu  100 0 200 3000 0 0 5 0 0 0
+intr 12345 0 9 0
+ctxt 1000
+btime 1763890000
+softirq 500 0 100 0 200 0 0 10 50 0 140
+                    CPU0       CPU1
+          HI:          0          0
+       TIMER:         40         60
+      NET_TX:          1          2
+      NET_RX:        100        100
+       SCHED:         30         20
+     RCU:             70         70
+            CPU0       CPU1
+   0:         36          0   IO-APIC   2-edge      timer
+ NMI:          0          0   Non-maskable interrupts
+ RES:         10         20   Rescheduling interrupts
+ CAL:          5          5   Function call interrupts
+"""
+
+
+def test_kcounters_per_connection_from_proc_snapshots() -> None:
+    kc = load("kcounters")
+    after = (
+        SNAP_BEFORE.replace("ctxt 1000", "ctxt 1600")
+        .replace("NET_RX:        100        100", "NET_RX:        300        200")
+        .replace("RES:         10         20", "RES:         70         60")
+    )
+    per = kc.per_connection(SNAP_BEFORE, after, 100)
+    assert per["ctxt"] == 6.0
+    assert per["NET_RX"] == 3.0  # summed over both CPUs
+    assert per["ipi_resched"] == 1.0
+    assert per["ipi_call"] == 0.0 and per["TIMER"] == 0.0
+    # the /proc/stat "softirq" total and the IRQ-numbered rows are not mistaken for counters
+    assert "softirq" not in per and "0" not in per
+    with pytest.raises(ValueError):
+        kc.per_connection(SNAP_BEFORE, after, 0)
+
+
+def test_kcounters_table_and_median() -> None:
+    kc = load("kcounters")
+    med = kc.median_counters([{"ctxt": 1.0}, {"ctxt": 3.0, "NET_RX": 2.0}, {"ctxt": 2.0}])
+    assert med == {"ctxt": 2.0, "NET_RX": 2.0}
+    table = kc.format_table({"stock": {"ctxt": 4.0}, "fastsocket": {"ctxt": 3.5}})
+    assert table.splitlines()[2].split() == ["fastsocket", "3.50"]
