@@ -155,6 +155,10 @@ static struct local *dead_locals;
 static unsigned int reported;
 /* Written under lock, read without it as a fast filter. */
 static unsigned char fd_flags[FSOCKET_MAX_FDS];
+/* Kernel mode, by G's number: its local listener's CPU while FD_KLOCAL is set. */
+static short klocal_cpu[FSOCKET_MAX_FDS];
+/* Kernel mode, by G's number: the last accept() on G came back empty. */
+static unsigned char klocal_empty[FSOCKET_MAX_FDS];
 
 static int (*real_listen)(int, int);
 static int (*real_accept)(int, __SOCKADDR_ARG, socklen_t *restrict);
@@ -668,8 +672,10 @@ static void lsn_spawn(struct lsn *rec)
 	fdf_set(l, FD_LOCAL);
 	rec->loc = loc;
 	rec->state = LS_LOCAL;
-	if (conf.mode == FSOCKET_MODE_KERNEL)
+	if (conf.mode == FSOCKET_MODE_KERNEL) {
+		__atomic_store_n(&klocal_cpu[rec->fd], (short)cpu, __ATOMIC_RELAXED);
 		fdf_set(rec->fd, FD_KLOCAL);
+	}
 	for (i = 0; i < rec->nregs; i++) {
 		err = lsn_mirror(rec, &rec->regs[i]);
 		if (err) {
@@ -949,9 +955,12 @@ out:
  * Kernel mode, once this process has G's local listener: the kernel's
  * accept() on G takes the calling CPU's local listener's queue first, and
  * the process's threads run on L's CPU, so the common case needs neither
- * the table lock nor a second system call. Only an empty answer goes the
- * slow way, which tries L itself (for a thread on another CPU) and
- * notices an L the module shut down. Returns false when it does not apply.
+ * the table lock nor a second system call. An empty answer on L's CPU
+ * has seen L's queue too and is final, unless the previous accept() on G
+ * was empty as well: that is what a caller woken over and over by an L
+ * that no longer listens (module unloaded) sees, and the slow way, which
+ * also tries L from a thread on another CPU, notices it. Returns false
+ * when it does not apply.
  */
 static bool accept_kernel(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags,
 			  int *res)
@@ -961,8 +970,19 @@ static bool accept_kernel(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, 
 	if (!(fdf_get(fd) & FD_KLOCAL) || !ours_fast())
 		return false;
 	ret = real_accept4(fd, addr, len, flags);
-	if (ret < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+	if (ret >= 0) {
+		if (__atomic_load_n(&klocal_empty[fd], __ATOMIC_RELAXED))
+			__atomic_store_n(&klocal_empty[fd], 0, __ATOMIC_RELAXED);
+	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 		err = errno;
+		if (!__atomic_load_n(&klocal_empty[fd], __ATOMIC_RELAXED) &&
+		    sched_getcpu() == __atomic_load_n(&klocal_cpu[fd], __ATOMIC_RELAXED)) {
+			__atomic_store_n(&klocal_empty[fd], 1, __ATOMIC_RELAXED);
+			errno = err;
+			*res = ret;
+			return true;
+		}
+		__atomic_store_n(&klocal_empty[fd], 0, __ATOMIC_RELAXED);
 		if (accept_local(fd, addr, len, flags, res))
 			return true;
 		errno = err;

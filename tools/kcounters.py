@@ -64,7 +64,8 @@ def format_table(rows: dict[str, dict[str, float]], indent: int = 0) -> str:
     """One line per variant: kernel events per connection, in REPORTED order."""
     keys = [k for k in REPORTED if any(k in r for r in rows.values())]
     pad = " " * indent
-    out = [pad + f"{'events/conn':12}" + "".join(f"{k:>12}" for k in keys)]
+    width = max(12, *(len(name) + 1 for name in rows))
+    out = [pad + f"{'events/conn':{width}}" + "".join(f"{k:>12}" for k in keys)]
     for name, row in rows.items():
-        out.append(pad + f"{name:12}" + "".join(f"{row.get(k, float('nan')):>12.2f}" for k in keys))
+        out.append(pad + f"{name:{width}}" + "".join(f"{row.get(k, float('nan')):>12.2f}" for k in keys))
     return "\n".join(out)

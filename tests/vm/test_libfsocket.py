@@ -114,3 +114,62 @@ def test_portable_mode_gives_locality_without_the_module(no_module) -> None:
 def test_portable_mode_can_be_switched_off(no_module) -> None:
     out = shortconn({"FSOCKET_PORTABLE": "0"}, 7111)
     assert out["accepted"] == out["connections"] == 80
+
+
+# A pinned process whose listener got its local listener (epoll registration),
+# then: four accept() calls on an empty queue, one connection from its own CPU
+# (loopback: the SYN is processed here, so it queues on the local listener)
+# and the accept() that takes it.
+EMPTY_ACCEPTS = r"""
+import os, select, socket, sys
+cpu = sorted(os.sched_getaffinity(0))[-1]
+os.sched_setaffinity(0, {cpu})
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16); s.setblocking(False)
+ep = select.epoll(); ep.register(s.fileno(), select.EPOLLIN)
+print('G', s.fileno(), flush=True)
+os.write(1, b'EMPTY\n')
+for _ in range(4):
+    try:
+        s.accept()
+        sys.exit('accept() on an empty queue returned a connection')
+    except BlockingIOError:
+        pass
+os.write(1, b'CONNECT\n')
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+assert ep.poll(5), 'no readiness for the queued connection'
+conn, _ = s.accept()
+conn.close(); c.close()
+os.write(1, b'DONE\n')
+"""
+
+
+def test_empty_accept_on_the_local_cpu_costs_one_system_call(tmp_path) -> None:
+    """On its local listener's CPU, the kernel's answer to accept() already covers L: an empty
+    answer goes back at once, and L itself is tried only when the previous answer was empty too
+    (the check that notices a local listener the module shut down)."""
+    (tmp_path / "empty.py").write_text(EMPTY_ACCEPTS)
+    trace = tmp_path / "strace.txt"
+    sh("modprobe fastsocket")
+    try:
+        res = subprocess.run(
+            ["strace", "-e", "trace=accept4,write", "-o", str(trace), sys.executable, tmp_path / "empty.py", "7120"],
+            env={"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        sh("modprobe -r fastsocket")
+    assert res.returncode == 0, res.stdout + res.stderr
+    g = int(res.stdout.split()[1])
+    text = trace.read_text()
+    empty = text[text.index('"EMPTY\\n"') : text.index('"CONNECT\\n"')]
+    served = text[text.index('"CONNECT\\n"') : text.index('"DONE\\n"')]
+    on_g = [line for line in empty.splitlines() if line.startswith(f"accept4({g},")]
+    on_l = [line for line in empty.splitlines() if line.startswith("accept4(") and not line.startswith(f"accept4({g},")]
+    assert len(on_g) == 4 and all("EAGAIN" in line for line in on_g), empty
+    assert len(on_l) == 2 and all("EAGAIN" in line for line in on_l), empty
+    # The queued connection comes from L through G, in one system call.
+    calls = [line for line in served.splitlines() if line.startswith("accept4(")]
+    assert len(calls) == 1 and calls[0].startswith(f"accept4({g},") and "EAGAIN" not in calls[0], served

@@ -655,6 +655,17 @@ static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
 	return false;
 }
 
+/* By its ports alone: 1 active, 0 passive, -1 when a listener decides. */
+static int fs_rx_by_ports(const struct net *net, unsigned short sport,
+			  unsigned short dport)
+{
+	if (sport < 1024)
+		return 1;
+	if (dport < 1024 || !fs_in_local_range(net, dport))
+		return 0;
+	return -1;
+}
+
 /*
  * Classify a received TCP packet by its ports, as Fastsocket does: a
  * source port below 1024 is a server answering one of our active
@@ -670,12 +681,11 @@ static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
 int __fastsocket_rx_cpu(const struct sk_buff *skb)
 {
 	const struct net *net = dev_net(skb->dev);
-	u32 hash, hash_any;
 	struct tcphdr _th;
 	const struct tcphdr *th;
 	unsigned short dport;
 	unsigned int cpu;
-	int thoff;
+	int active;
 
 	if (skb->dev->flags & IFF_LOOPBACK)
 		return -1;
@@ -687,13 +697,16 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 		if (!iph || iph->version != 4 || iph->ihl < 5 ||
 		    iph->protocol != IPPROTO_TCP || ip_is_fragment(iph))
 			return -1;
-		thoff = iph->ihl * 4;
-		th = skb_header_pointer(skb, thoff, sizeof(_th), &_th);
+		th = skb_header_pointer(skb, iph->ihl * 4, sizeof(_th), &_th);
 		if (!th)
 			return -1;
 		dport = ntohs(th->dest);
-		hash = ipv4_portaddr_hash(net, iph->daddr, dport);
-		hash_any = ipv4_portaddr_hash(net, htonl(INADDR_ANY), dport);
+		active = fs_rx_by_ports(net, ntohs(th->source), dport);
+		if (active < 0)
+			active = !fs_listening(net,
+					       ipv4_portaddr_hash(net, iph->daddr, dport),
+					       ipv4_portaddr_hash(net, htonl(INADDR_ANY), dport),
+					       dport);
 #if IS_ENABLED(CONFIG_IPV6)
 	} else if (skb->protocol == htons(ETH_P_IPV6)) {
 		const struct ipv6hdr *ip6h;
@@ -707,16 +720,18 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 		if (!th)
 			return -1;
 		dport = ntohs(th->dest);
-		hash = ipv6_portaddr_hash(net, &ip6h->daddr, dport);
-		hash_any = ipv6_portaddr_hash(net, &in6addr_any, dport);
+		active = fs_rx_by_ports(net, ntohs(th->source), dport);
+		if (active < 0)
+			active = !fs_listening(net,
+					       ipv6_portaddr_hash(net, &ip6h->daddr, dport),
+					       ipv6_portaddr_hash(net, &in6addr_any, dport),
+					       dport);
 #endif
 	} else {
 		return -1;
 	}
 
-	if (ntohs(th->source) >= 1024 &&
-	    (dport < 1024 || !fs_in_local_range(net, dport) ||
-	     fs_listening(net, hash, hash_any, dport))) {
+	if (!active) {
 		fs_stat_inc(rx_passive);
 		return -1;
 	}
