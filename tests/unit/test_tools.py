@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -258,3 +259,49 @@ def test_kcounters_table_and_median() -> None:
     assert med == {"ctxt": 2.0, "NET_RX": 2.0}
     table = kc.format_table({"stock": {"ctxt": 4.0}, "fastsocket": {"ctxt": 3.5}})
     assert table.splitlines()[2].split() == ["fastsocket", "3.50"]
+
+
+# perf 6.1 `perf report --stdio -n --sort comm,dso,sym`, as the guest writes it.
+PERF_REPORT = """\
+# Samples: 153K of event 'cpu-clock'
+# Event count (approx.): 3072440000
+#
+# Overhead       Samples  Command          Shared Object           Symbol
+# ........  ............  ...............  ......................  ..........................
+#
+     3.42%          5325  wrk              wrk                     [.] http_parser_execute
+     1.68%          2617  wrk              [kernel.vmlinux]        [k] sk_clone_lock
+     0.02%            28  nginx            libfsocket.so           [.] accept4
+     0.01%            10  nginx            [kernel.vmlinux]        [k] sk_clone_lock
+     0.00%             1  kworker/u4:0-fl  [kernel.vmlinux]        [k] finish_task_switch.isra.0
+"""
+
+
+def test_profile_parses_perf_report_and_normalises_per_request() -> None:
+    pn = load("profile_nginx")
+    rows = pn.parse_perf_report(PERF_REPORT)
+    assert rows[("wrk", "[kernel.vmlinux]", "sk_clone_lock")] == 2617
+    assert rows[("nginx", "libfsocket.so", "accept4")] == 28
+    assert rows[("kworker/u4:0-fl", "[kernel.vmlinux]", "finish_task_switch.isra.0")] == 1
+    assert sum(rows.values()) == 5325 + 2617 + 28 + 10 + 1  # headers are not rows
+    by_comm = pn.per_thousand(rows, 2000, "comm")
+    assert by_comm[("nginx",)] == 19.0 and by_comm[("wrk",)] == 3971.0
+    by_sym = pn.per_thousand(rows, 1000, "sym")
+    assert by_sym[("nginx", "sk_clone_lock")] == 10.0
+    with pytest.raises(ValueError):
+        pn.per_thousand(rows, 0, "sym")
+
+
+def test_profile_diff_puts_the_largest_change_first() -> None:
+    pn = load("profile_nginx")
+    rows = pn.diff_table({("a",): 10.0, ("b",): 5.0}, {("a",): 11.0, ("b",): 1.0, ("c",): 2.0}, top=2)
+    assert rows == [(("b",), 5.0, 1.0, -4.0), (("c",), 0.0, 2.0, 2.0)]
+
+
+def test_profile_script_alternates_the_order_and_records_every_run() -> None:
+    pn = load("profile_nginx")
+    script = pn.guest_script(Path("/k"), "fastsocket", 1, 3, 2, 20000)
+    runs = re.findall(r"> \$OUT/(\S+)\.wrk", script)
+    assert runs == ["stock-0", "fastsocket-0", "fastsocket-1", "stock-1"]
+    assert script.count("perf record") == 4 and "-c 20000" in script
+    assert script.count("LD_PRELOAD=/k/libfsocket.so") == 2
