@@ -674,6 +674,7 @@ static void lsn_spawn(struct lsn *rec)
 	rec->state = LS_LOCAL;
 	if (conf.mode == FSOCKET_MODE_KERNEL) {
 		__atomic_store_n(&klocal_cpu[rec->fd], (short)cpu, __ATOMIC_RELAXED);
+		__atomic_store_n(&klocal_empty[rec->fd], 0, __ATOMIC_RELAXED);
 		fdf_set(rec->fd, FD_KLOCAL);
 	}
 	for (i = 0; i < rec->nregs; i++) {

@@ -55,6 +55,21 @@ VETH_SETUP = (
 )
 
 
+def start_nginx(variant: str, lib: Path, cpus: int, addr: str = "127.0.0.1", client: str = "") -> list[str]:
+    """Guest script lines: nginx configured and started as `variant` wants, and answering."""
+    d = f"/tmp/bench-{variant}"
+    conf = CONF.format(n=cpus, d=d, addr=addr, reuseport=" reuseport" if variant == "reuseport" else "")
+    preload = f"LD_PRELOAD={lib} " if variant in ("libfsocket", "fastsocket") else ""
+    return [
+        f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
+        f"cat > {d}/nginx.conf <<'CONF'\n{conf}CONF",
+        "modprobe fastsocket" if variant == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
+        f"{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
+        f"for i in $(seq 50); do {client}wrk -t1 -c1 -d1s http://{addr}:8088/index.html >/dev/null 2>&1"
+        " && break; sleep 0.2; done",
+    ]
+
+
 def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, net: str = "loopback") -> str:
     lib = kernel_dir / "libfsocket.so"
     lines = ["ulimit -n 65536"]
@@ -65,16 +80,8 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, net: st
     # Interleaved, and each round starts one variant later: drift and position hit all alike.
     order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
     for r, v in order:
-        d = f"/tmp/bench-{v}"
-        conf = CONF.format(n=cpus, d=d, addr=addr, reuseport=" reuseport" if v == "reuseport" else "")
-        preload = f"LD_PRELOAD={lib} " if v in ("libfsocket", "fastsocket") else ""
         lines += [
-            f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
-            f"cat > {d}/nginx.conf <<'CONF'\n{conf}CONF",
-            "modprobe fastsocket" if v == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
-            f"{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
-            f"for i in $(seq 50); do {client}wrk -t1 -c1 -d1s http://{addr}:8088/index.html >/dev/null 2>&1"
-            " && break; sleep 0.2; done",
+            *start_nginx(v, lib, cpus, addr, client),
             SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.before"),
             f"{client}wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
             f" > $OUT/{v}-{cpus}-{r}.wrk",

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import CONF, VARIANTS, parse_wrk
+from bench_nginx import VARIANTS, parse_wrk, start_nginx
 from guestrun import REPO, results_dir, run_guest
 
 REPORT_LINE = re.compile(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[.\]\s+(.+?)\s*$")
@@ -69,17 +69,9 @@ def guest_script(kernel_dir: Path, variant: str, cpus: int, seconds: int, rounds
     addr = "127.0.0.1"
     for r in range(rounds):
         for v in ("stock", variant) if r % 2 == 0 else (variant, "stock"):
-            d = f"/tmp/prof-{v}"
-            conf = CONF.format(n=cpus, d=d, addr=addr, reuseport=" reuseport" if v == "reuseport" else "")
-            preload = f"LD_PRELOAD={lib} " if v in ("libfsocket", "fastsocket") else ""
             tag = f"{v}-{r}"
             lines += [
-                f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
-                f"cat > {d}/nginx.conf <<'CONF'\n{conf}CONF",
-                "modprobe fastsocket" if v == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
-                f"{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
-                f"for i in $(seq 50); do wrk -t1 -c1 -d1s http://{addr}:8088/index.html >/dev/null 2>&1"
-                " && break; sleep 0.2; done",
+                *start_nginx(v, lib, cpus, addr),
                 f"perf record -q -a -e cpu-clock -c {period} -o /tmp/{tag}.data --"
                 f" wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
                 f" > $OUT/{tag}.wrk",
