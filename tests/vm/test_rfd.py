@@ -400,6 +400,32 @@ def test_port_range_exhaustion_falls_back_and_never_fails_earlier(cpus, module) 
     assert fs.counter_total(delta, "port_fallback") >= 10 - len(mine), delta
 
 
+def test_rfd_ports_use_every_port_of_the_cpu(cpus, module) -> None:
+    """Successive connects reach all of the CPU's ports, not a half that would be reused twice as often.
+
+    Stock connect() keeps to ports of one parity and moves its start on by one to
+    eight of them per connect; narrowed to the CPU's ports (every mask + 1-th) the
+    start must move on the same way, so 100 connects in a range too large to wrap
+    reach the CPU's ports of both residues modulo 2 * (mask + 1). (Taking the
+    even stock offset modulo the CPU's port count reached only one of them.)
+    """
+    mask = cpu_mask()
+    with loopback_ns("rfdW", "40000 59999"):
+        with fs.netns("rfdW"):
+            lsn = socket.socket()
+        lsn.bind(("127.0.0.1", 9002))
+        lsn.listen(512)
+        try:
+            for c in cpus:
+                ports, err = fill_ports(c, True, "rfdW", 9002)
+                assert err == 0 and len(ports) == 100, (c, fs.ename(err), len(ports))
+                assert all(p & mask == c for p in ports), (c, sorted(ports))
+                classes = {(p - 40000) // (mask + 1) % 2 for p in ports}
+                assert classes == {0, 1}, f"CPU {c} used only ports {sorted(ports)}: every other port of its own"
+        finally:
+            lsn.close()
+
+
 def test_per_socket_port_range_and_bind_paths(cpus, module) -> None:
     mask = cpu_mask()
     with loopback_ns("rfdB"):
