@@ -15,6 +15,10 @@ connection per request. Variants, interleaved in rotated order:
   fastsocket-ehash  the same with ehash_partition=1 (per-CPU partition of the
               established table; once it has been on, established lookups
               that miss also try the other hash, in later stock rounds too)
+and, with --variants, to take the cost apart:
+  fastsocket-listen   the module and the preload with FSOCKET_RFD=0: local
+              listeners for the frontend only, no RFD ports, no steering
+  fastsocket-nosteer  the module with rfd_steer=0: RFD ports, no steering
 For each variant: proxied connections/s (median of the rounds), the
 active-connection locality share (tools/workloads/rfdprobe.py: pinned
 clients in pxC, share of replies processed on the connecting CPU), the
@@ -39,10 +43,14 @@ from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
 
 VARIANTS = ("stock", "fastsocket", "fastsocket-ehash")
-LOAD = {
-    "stock": "modprobe -r fastsocket 2>/dev/null || true",
-    "fastsocket": "modprobe -r fastsocket 2>/dev/null || true; modprobe fastsocket",
-    "fastsocket-ehash": "modprobe -r fastsocket 2>/dev/null || true; modprobe fastsocket ehash_partition=1",
+_UNLOAD = "modprobe -r fastsocket 2>/dev/null || true"
+# variant -> (module setup, environment HAProxy runs with under the preload)
+SETUP = {
+    "stock": (_UNLOAD, ""),
+    "fastsocket": (f"{_UNLOAD}; modprobe fastsocket", ""),
+    "fastsocket-ehash": (f"{_UNLOAD}; modprobe fastsocket ehash_partition=1", ""),
+    "fastsocket-listen": (f"{_UNLOAD}; modprobe fastsocket", "FSOCKET_RFD=0 "),
+    "fastsocket-nosteer": (f"{_UNLOAD}; modprobe fastsocket rfd_steer=0", ""),
 }
 # Lock classes a proxied short connection takes on the socket layer, for the summary line.
 SOCKET_CLASSES = ("ehash", "bhash", "&tcp_hashinfo", "sk_lock-AF_INET", "slock-AF_INET", "rskq_lock", "lhash2")
@@ -73,7 +81,7 @@ backend be
 """
 
 
-def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
+def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, variants: tuple[str, ...] = VARIANTS) -> str:
     lib = kernel_dir / "libfsocket.so"
     probe = REPO / "tools/workloads/rfdprobe.py"
     mask = f"{(1 << cpus) - 1:x}"
@@ -94,12 +102,13 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int) -> str:
         "LOCKSTAT=0; test -e /proc/lock_stat && LOCKSTAT=1",
         "echo $LOCKSTAT > $OUT/lockstat-available",
     ]
-    order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
+    order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
     for r, v in order:
-        preload = f"env LD_PRELOAD={lib} " if v != "stock" else ""
+        load, env = SETUP[v]
+        preload = f"env LD_PRELOAD={lib} {env}" if v != "stock" else ""
         tag = f"{v}-{r}"
         lines += [
-            LOAD[v],
+            load,
             f"ip netns exec pxC {preload}haproxy -db -f {d}/haproxy.cfg > {d}/haproxy-{tag}.log 2>&1 & HAP=$!",
             "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://127.0.0.1:8094/index.html >/dev/null"
             " 2>&1 && break; sleep 0.2; done",
@@ -133,10 +142,11 @@ def parse_fastsocket(text: str) -> dict[str, int]:
     return total
 
 
-def collect(outdir: Path, rounds: int) -> dict:
+def collect(outdir: Path, rounds: int, variants: tuple[str, ...] = VARIANTS) -> dict:
+    """The runs of `variants` (stock first) in outdir, summed up per variant, and the ratios to stock."""
     lockstat = (outdir / "lockstat-available").read_text().strip() == "1"
     data: dict = {"lock_stat": lockstat, "variants": {}}
-    for v in VARIANTS:
+    for v in variants:
         runs, probes, counters = [], [], {}
         classes: dict[str, int] = {}
         requests = 0
@@ -174,27 +184,28 @@ def collect(outdir: Path, rounds: int) -> dict:
             "acq_bounces_per_request": {k: round(n / requests, 3) for k, n in classes.items()},
         }
     base = data["variants"]["stock"]["cps"]
-    for v in VARIANTS[1:]:
+    for v in variants[1:]:
         data[f"cps_ratio_{v}"] = round(data["variants"][v]["cps"] / base, 3) if base else None
         data[f"cps_paired_ratio_{v}"] = paired_ratio(data["variants"][v]["runs"], data["variants"]["stock"]["runs"])
     return data
 
 
 def top_classes(data: dict, n: int = 12) -> list[str]:
-    per = [data["variants"][v]["acq_bounces_per_request"] for v in VARIANTS]
+    per = [d["acq_bounces_per_request"] for d in data["variants"].values()]
     names = set().union(*per)
     return sorted(names, key=lambda k: -max(p.get(k, 0) for p in per))[:n]
 
 
 def print_report(data: dict, rounds: int) -> None:
     vs = data["variants"]
-    cols = "".join(f"{v:>18}" for v in VARIANTS)
+    names = tuple(vs)  # the variants of this run, stock first
+    cols = "".join(f"{v:>18}" for v in names)
     print(f"HAProxy -> nginx over veth+RPS, one new backend connection per request; {rounds} interleaved rounds")
     print(f"{'':34}{cols}")
-    print(f"{'proxied connections/s (median)':34}" + "".join(f"{vs[v]['cps']:>18.1f}" for v in VARIANTS))
-    print(f"{'  [min-max]':34}" + "".join(f"{vs[v]['min']:>11.0f}-{vs[v]['max']:<6.0f}" for v in VARIANTS))
-    print(f"{'  ratio to stock':34}{1:>18.2f}" + "".join(f"{data[f'cps_ratio_{v}'] or 0:>18.2f}" for v in VARIANTS[1:]))
-    paired = [data[f"cps_paired_ratio_{v}"] for v in VARIANTS[1:]]
+    print(f"{'proxied connections/s (median)':34}" + "".join(f"{vs[v]['cps']:>18.1f}" for v in names))
+    print(f"{'  [min-max]':34}" + "".join(f"{vs[v]['min']:>11.0f}-{vs[v]['max']:<6.0f}" for v in names))
+    print(f"{'  ratio to stock':34}{1:>18.2f}" + "".join(f"{data[f'cps_ratio_{v}'] or 0:>18.2f}" for v in names[1:]))
+    paired = [data[f"cps_paired_ratio_{v}"] for v in names[1:]]
     print(
         f"{'  per-round ratio, median':34}{1:>18.3f}"
         + "".join(f"{p['median'] or 0:>18.3f}" for p in paired)
@@ -206,25 +217,24 @@ def print_report(data: dict, rounds: int) -> None:
         ("reply_on_cpu_share", "replies on the connecting CPU"),
         ("port_encodes_cpu_share", "ports encoding their CPU"),
     ):
-        print(f"{label:34}" + "".join(f"{vs[v][key]:>18.3f}" for v in VARIANTS))
-    print(f"{'wrk errors':34}" + "".join(f"{vs[v]['errors']:>18}" for v in VARIANTS))
+        print(f"{label:34}" + "".join(f"{vs[v][key]:>18.3f}" for v in names))
+    print(f"{'wrk errors':34}" + "".join(f"{vs[v]['errors']:>18}" for v in names))
     print("kernel events per proxied request (median of rounds):")
-    print(format_table({v: vs[v]["events"] for v in VARIANTS}, indent=2))
-    for v in VARIANTS[1:]:
+    print(format_table({v: vs[v]["events"] for v in names}, indent=2))
+    for v in names[1:]:
         print(f"{v} counters per proxied request:", vs[v]["fastsocket_per_request"])
     if data["lock_stat"]:
         print("\nacq-bounces per proxied request (lock_stat)")
         for name in top_classes(data):
             print(
-                f"  {name[:44]:44}"
-                + "".join(f"{vs[v]['acq_bounces_per_request'].get(name, 0):>18.3f}" for v in VARIANTS)
+                f"  {name[:44]:44}" + "".join(f"{vs[v]['acq_bounces_per_request'].get(name, 0):>18.3f}" for v in names)
             )
-        for v in VARIANTS:
+        for v in names:
             total = sum(n for k, n in vs[v]["acq_bounces_per_request"].items() if any(c in k for c in SOCKET_CLASSES))
             vs[v]["socket_acq_bounces_per_request"] = round(total, 3)
         print(
             "socket-layer classes (ehash, bhash, socket locks, listener) per request: "
-            + ", ".join(f"{v} {vs[v]['socket_acq_bounces_per_request']}" for v in VARIANTS)
+            + ", ".join(f"{v} {vs[v]['socket_acq_bounces_per_request']}" for v in names)
         )
 
 
@@ -235,17 +245,18 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     vs = data["variants"]
+    names = tuple(vs)  # the variants of this run, stock first
     panels = 3 if data["lock_stat"] else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5))
-    colors = ["tab:gray", "tab:blue", "tab:green"]
-    axes[0].bar(VARIANTS, [vs[v]["cps"] for v in VARIANTS], color=colors)
+    colors = ["tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:purple"][: len(names)]
+    axes[0].bar(names, [vs[v]["cps"] for v in names], color=colors)
     axes[0].set_ylabel("proxied connections/s (median)")
-    axes[1].bar(VARIANTS, [vs[v]["reply_on_cpu_share"] for v in VARIANTS], color=colors)
+    axes[1].bar(names, [vs[v]["reply_on_cpu_share"] for v in names], color=colors)
     axes[1].set_ylim(0, 1.05)
     axes[1].set_ylabel("share of replies processed on the connecting CPU")
     if data["lock_stat"]:
         names = top_classes(data, 8)
-        for k, v in enumerate(VARIANTS):
+        for k, v in enumerate(names):
             axes[2].barh(
                 [i + k * 0.27 for i in range(len(names))],
                 [vs[v]["acq_bounces_per_request"].get(n, 0) for n in names],
@@ -268,19 +279,27 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5, help="per run (default 5)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per variant, interleaved (default 3)")
     ap.add_argument("--from-dir", type=Path, help="re-report an earlier run's directory without booting")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(SETUP),
+        default=list(VARIANTS),
+        help=f"variants to run, stock always first (default: {' '.join(VARIANTS)})",
+    )
     add_accel_argument(ap)
     args = ap.parse_args()
     if args.seconds < 1 or args.rounds < 1 or args.cpus < 2:
         ap.error("--seconds and --rounds must be at least 1, --cpus at least 2")
+    variants = ("stock", *dict.fromkeys(v for v in args.variants if v != "stock"))
     if args.from_dir:
         outdir = args.from_dir
     else:
         if not (args.kernel_dir / "manifest.json").exists():
             ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
         outdir = results_dir("proxy")
-        script = guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds)
+        script = guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds, variants)
         run_guest(args.kernel_dir, script, outdir, cpus=args.cpus, accel=args.accel)
-    data = collect(outdir, args.rounds)
+    data = collect(outdir, args.rounds, variants)
     print_report(data, args.rounds)
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")

@@ -305,3 +305,16 @@ def test_profile_script_alternates_the_order_and_records_every_run() -> None:
     assert runs == ["stock-0", "fastsocket-0", "fastsocket-1", "stock-1"]
     assert script.count("perf record") == 4 and "-c 20000" in script
     assert script.count("LD_PRELOAD=/k/libfsocket.so") == 2
+
+
+def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environment() -> None:
+    bp = load("bench_proxy")
+    variants = ("stock", "fastsocket-listen", "fastsocket-nosteer")
+    script = bp.guest_script(Path("/k"), 2, 1, 1, variants)
+    haproxy = [line for line in script.splitlines() if "haproxy -db" in line]
+    assert len(haproxy) == 3
+    assert not any("LD_PRELOAD" in line for line in haproxy if "haproxy-stock-0" in line)
+    listen = next(line for line in haproxy if "haproxy-fastsocket-listen-0" in line)
+    assert "LD_PRELOAD=/k/libfsocket.so FSOCKET_RFD=0 haproxy" in listen
+    assert "modprobe fastsocket rfd_steer=0" in script
+    assert "ehash_partition" not in script  # only the variants asked for
