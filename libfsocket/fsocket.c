@@ -28,8 +28,12 @@
  *    own.
  *
  * Invariant: while a process has L for G, L is in every epoll set in which
- * the process has G (as far as this library saw). A connection queued on
- * L wakes only L's waiters, so an L that nobody watches would strand its
+ * a thread pinned to L's CPU (or one not pinned to a single CPU)
+ * registered G, or, when there is no such set, in every set in which the
+ * process has G (as far as this library saw). A thread pinned elsewhere,
+ * with an epoll set of its own (HAProxy's threads), is then not woken for
+ * the connections L holds for another CPU. A connection queued on L wakes
+ * only L's waiters, so an L that nobody watches would strand its
  * connections: whenever the invariant cannot hold, L is closed and its
  * queue goes back to G.
  *
@@ -106,6 +110,7 @@ struct local {
 /* An epoll set in which this process registered an enabled listener. */
 struct reg {
 	int epfd;
+	int cpu;		/* the registering thread's only CPU, or -1 */
 	bool mirrored;		/* the local listener is registered there too */
 	struct epoll_event ev;
 };
@@ -423,6 +428,23 @@ static void lsn_skip(struct lsn *rec, unsigned int what, const char *why)
 
 /* -- epoll registrations ----------------------------------------------------- */
 
+static int lsn_sync_mirrors(struct lsn *rec, int force_epfd);
+
+/* The calling thread's only allowed CPU, or -1. */
+static int thread_cpu(void)
+{
+	cpu_set_t set[8];	/* 8192 CPUs */
+	size_t size = sizeof(set);
+	int cpu;
+
+	if (sched_getaffinity(0, size, set) || CPU_COUNT_S(size, set) != 1)
+		return -1;
+	for (cpu = 0; cpu < (int)(size * 8); cpu++)
+		if (CPU_ISSET_S(cpu, size, set))
+			return cpu;
+	return -1;
+}
+
 static int lsn_reg_index(const struct lsn *rec, int epfd)
 {
 	unsigned int i;
@@ -451,6 +473,7 @@ static int lsn_reg_add(struct lsn *rec, int epfd, const struct epoll_event *ev)
 		rec->cap = cap;
 	}
 	rec->regs[rec->nregs].epfd = epfd;
+	rec->regs[rec->nregs].cpu = thread_cpu();
 	rec->regs[rec->nregs].mirrored = false;
 	rec->regs[rec->nregs].ev = *ev;
 	fdf_set(epfd, FD_EPOLL);
@@ -483,9 +506,15 @@ static void lsn_reg_remove(struct lsn *rec, unsigned int i)
 {
 	struct reg *reg = &rec->regs[i];
 
+	int err;
+
 	if (reg->mirrored && rec->loc && !rec->loc->gone)
 		real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, rec->loc->fd, NULL);
 	rec->regs[i] = rec->regs[--rec->nregs];
+	/* It may have been the only set of a thread on L's CPU: the others get L. */
+	err = lsn_sync_mirrors(rec, -1);
+	if (err)
+		lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
 }
 
 /* Register rec's local listener in reg's epoll set, with G's event. */
@@ -507,6 +536,54 @@ static int lsn_mirror(struct lsn *rec, struct reg *reg)
 			return errno;
 	}
 	reg->mirrored = true;
+	return 0;
+}
+
+/* Registered by a thread that may serve L's CPU: pinned to it, or not pinned. */
+static bool reg_serves(const struct reg *reg, const struct local *loc)
+{
+	return reg->cpu < 0 || reg->cpu == loc->cpu;
+}
+
+/* Does reg's epoll set get L (the invariant above)? */
+static bool lsn_wants_mirror(const struct lsn *rec, const struct reg *reg)
+{
+	unsigned int i;
+
+	if (reg_serves(reg, rec->loc))
+		return true;
+	for (i = 0; i < rec->nregs; i++)
+		if (reg_serves(&rec->regs[i], rec->loc))
+			return false;
+	return true;
+}
+
+/*
+ * Mirror L where the invariant wants it and nowhere else; force: also
+ * refresh the event of sets that already have it. Returns 0 or an errno.
+ */
+static int lsn_sync_mirrors(struct lsn *rec, int force_epfd)
+{
+	struct local *loc = rec->loc;
+	unsigned int i;
+	int err;
+
+	if (!loc || loc->gone)
+		return 0;
+	for (i = 0; i < rec->nregs; i++) {
+		struct reg *reg = &rec->regs[i];
+
+		if (lsn_wants_mirror(rec, reg)) {
+			if (reg->mirrored && reg->epfd != force_epfd)
+				continue;
+			err = lsn_mirror(rec, reg);
+			if (err)
+				return err;
+		} else if (reg->mirrored) {
+			real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, loc->fd, NULL);
+			reg->mirrored = false;
+		}
+	}
 	return 0;
 }
 
@@ -615,7 +692,6 @@ static void lsn_spawn(struct lsn *rec)
 	struct fastsocket_local req;
 	const char *op = "";
 	struct local *loc;
-	unsigned int i;
 	int fl, cpu, l, err;
 
 	fl = fcntl(rec->fd, F_GETFL);
@@ -677,12 +753,10 @@ static void lsn_spawn(struct lsn *rec)
 		__atomic_store_n(&klocal_empty[rec->fd], 0, __ATOMIC_RELAXED);
 		fdf_set(rec->fd, FD_KLOCAL);
 	}
-	for (i = 0; i < rec->nregs; i++) {
-		err = lsn_mirror(rec, &rec->regs[i]);
-		if (err) {
-			lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
-			return;
-		}
+	err = lsn_sync_mirrors(rec, -1);
+	if (err) {
+		lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
+		return;
 	}
 	if (!rec->announced) {
 		rec->announced = true;
@@ -723,7 +797,7 @@ static void lsn_epoll(struct lsn *rec, int epfd, int op, const struct epoll_even
 		return;
 	}
 	if (rec->loc) {
-		err = lsn_mirror(rec, &rec->regs[i]);
+		err = lsn_sync_mirrors(rec, epfd);
 		if (err)
 			lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
 		return;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm import fslisten as fs
 from tests.vm.guest import kernel_dir, sh
 
 SERVER = r"""
@@ -173,3 +175,87 @@ def test_empty_accept_on_the_local_cpu_costs_one_system_call(tmp_path) -> None:
     # The queued connection comes from L through G, in one system call.
     calls = [line for line in served.splitlines() if line.startswith("accept4(")]
     assert len(calls) == 1 and calls[0].startswith(f"accept4({g},") and "EAGAIN" not in calls[0], served
+
+
+THREADED = r"""
+import json, os, select, socket, sys, threading
+port, n, cpus = int(sys.argv[1]), int(sys.argv[2]), [int(c) for c in sys.argv[3].split(',')]
+g = socket.socket(); g.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+g.bind(('127.0.0.1', port)); g.listen(256); g.setblocking(False)
+stats = {c: {'wakeups': 0, 'accepted': 0} for c in cpus}
+lock = threading.Lock(); done = threading.Event(); phase1 = {}
+def serve(cpu, ready):
+    os.sched_setaffinity(0, {cpu})   # this thread only
+    ep = select.epoll(); ep.register(g.fileno(), select.EPOLLIN); ready.set()
+    while not done.is_set():
+        events = ep.poll(0.1)
+        if not events:
+            continue
+        with lock:
+            stats[cpu]['wakeups'] += 1
+        try:
+            c, _ = g.accept()
+        except BlockingIOError:
+            continue
+        c.setblocking(True); c.sendall(c.recv(64)); c.close()
+        with lock:
+            stats[cpu]['accepted'] += 1
+            total = sum(s['accepted'] for s in stats.values())
+            if total == n:
+                phase1.update(json.loads(json.dumps(stats)))
+            if total == 2 * n:
+                done.set()
+threads = []
+for cpu in cpus:                      # one at a time: the first one's CPU gets the local listener
+    ready = threading.Event(); t = threading.Thread(target=serve, args=(cpu, ready)); t.start(); ready.wait()
+    threads.append(t)
+print('ready', flush=True)
+for t in threads:
+    t.join()
+print(json.dumps({'phase1': phase1, 'end': stats}), flush=True)
+"""
+
+
+def test_threads_on_other_cpus_are_not_woken_for_the_local_listener(tmp_path, threaded_module) -> None:
+    """Two threads, each pinned and with its own epoll set (as HAProxy's): the local listener wakes only its CPU's.
+
+    The first thread's CPU gets the process's local listener. Connections from a
+    client on that CPU are all queued there and accepted by that thread, and the
+    other thread's epoll set is never ready meanwhile; connections from the other
+    CPU go to the global listener, which both threads watch, and are served too.
+    """
+    cpus = fs.online_cpus()[:2]
+    n = 40
+    (tmp_path / "srv.py").write_text(THREADED)
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so")}
+    srv = subprocess.Popen(
+        [sys.executable, tmp_path / "srv.py", "7111", str(n), ",".join(map(str, cpus))],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert srv.stdout.readline().strip() == "ready", srv.stderr.read()
+        for c in cpus:  # phase 1 from the local listener's CPU, phase 2 from the other one
+            with fs.pinned(c):
+                for i in range(n):
+                    with socket.create_connection(("127.0.0.1", 7111), timeout=10) as s:
+                        s.sendall(f"ping {c} {i}".encode())
+                        assert s.recv(64) == f"ping {c} {i}".encode()
+        out, err = srv.communicate(timeout=30)
+    finally:
+        srv.kill()
+    assert srv.returncode == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    first, other = (str(c) for c in cpus)
+    assert res["phase1"][first]["accepted"] == n, res
+    assert res["phase1"][other]["wakeups"] == 0, f"the thread on CPU {other} was woken for CPU {first}'s: {res}"
+    assert sum(s["accepted"] for s in res["end"].values()) == 2 * n, res
+
+
+@pytest.fixture
+def threaded_module():
+    sh("modprobe fastsocket")
+    yield
+    sh("modprobe -r fastsocket", check=False)
