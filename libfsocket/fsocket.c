@@ -594,13 +594,10 @@ static int pick_cpu(int fd)
 {
 	cpu_set_t set[8];	/* 8192 CPUs */
 	size_t size = sizeof(set);
-	int cpu;
+	int cpu = thread_cpu();
 
-	if (!sched_getaffinity(0, size, set) && CPU_COUNT_S(size, set) == 1) {
-		for (cpu = 0; cpu < (int)(size * 8); cpu++)
-			if (CPU_ISSET_S(cpu, size, set))
-				return cpu;
-	}
+	if (cpu >= 0)
+		return cpu;
 	if (!conf.pin) {
 		report(R_UNPINNED, "libfsocket: pid %d: not pinned to one CPU; listen fd %d not "
 		       "accelerated (pin the worker or set FSOCKET_PIN=1)\n", (int)getpid(), fd);
@@ -1172,6 +1169,13 @@ static void fsocket_setup(void)
 	if (v && parse_ports(v)) {
 		say("libfsocket: FSOCKET_PORTS=%s is not a comma-separated list of ports 1-65535; "
 		    "acceleration disabled\n", v);
+		conf.mode = FSOCKET_MODE_OFF;
+		return;
+	}
+	if (sysconf(_SC_NPROCESSORS_ONLN) == 1) {
+		/* Every connection is local already: locality would only add work. */
+		if (conf.verbose)
+			say("libfsocket: one CPU online; passing sockets through\n");
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}

@@ -16,6 +16,8 @@ _VENV = REPO / ".venv"
 if (_VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != _VENV.resolve():
     os.execv(str(_VENV / "bin" / "python"), [str(_VENV / "bin" / "python"), *sys.argv])
 
+from fastsock import hostdeps  # noqa: E402
+from fastsock.errors import HostError  # noqa: E402
 from fastsock.paths import Layout  # noqa: E402
 from fastsock.runner import Runner  # noqa: E402
 from fastsock.vm import VMRequest, VMRunner, dmesg_problems  # noqa: E402
@@ -55,6 +57,10 @@ def run_guest(
     Raises SystemExit with the guest's output when the script fails or the
     guest's kernel log reports a problem.
     """
+    try:  # the guest shares the host's root: QEMU and the servers it starts come from there
+        hostdeps.ensure(hostdeps.VM_NEEDS + hostdeps.SERVER_NEEDS, Runner())
+    except HostError as e:
+        raise SystemExit(str(e)) from e
     pre = f"{tag}-" if tag else ""
     (outdir / f"{pre}guest.sh").write_text(f"set -e\nexport OUT={outdir}\n{script}\n")
     req = VMRequest(

@@ -1,10 +1,10 @@
 """Guest-wide kernel event counters around a benchmark run, per connection.
 
-The benchmarks take a snapshot of /proc/stat, /proc/softirqs and
-/proc/interrupts right before and right after each load run, in the guest.
+The benchmarks take a snapshot of /proc/stat, /proc/softirqs,
+/proc/interrupts and /proc/vmstat right before and right after each load run, in the guest.
 The differences, divided by the requests the run completed, say where two
 variants differ in kind of work (more context switches, more receive
-softirqs, more IPIs) even where the clock (TCG, icount) cannot price it.
+softirqs, more IPIs, more page faults or page allocations) even where the clock (TCG, icount) cannot price it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,26 @@ from __future__ import annotations
 import statistics
 
 # A shell snippet for the guest script; {path} gets a file name.
-SNAPSHOT = "cat /proc/stat /proc/softirqs /proc/interrupts > {path}"
+SNAPSHOT = "cat /proc/stat /proc/softirqs /proc/interrupts /proc/vmstat > {path}"
 
 # Rows summed over CPUs: softirqs by name, IPIs by their /proc/interrupts label.
 SOFTIRQS = ("NET_RX", "NET_TX", "TIMER", "SCHED", "RCU")
 IPIS = {"RES": "ipi_resched", "CAL": "ipi_call", "TLB": "ipi_tlb"}
-REPORTED = ("ctxt", "NET_RX", "NET_TX", "TIMER", "SCHED", "RCU", "ipi_resched", "ipi_call")
+# /proc/vmstat lines, reported under their own names; pgalloc_* zones are summed.
+VMSTAT = ("pgfault", "pgfree")
+REPORTED = (
+    "ctxt",
+    "NET_RX",
+    "NET_TX",
+    "TIMER",
+    "SCHED",
+    "RCU",
+    "ipi_resched",
+    "ipi_call",
+    "pgfault",
+    "pgalloc",
+    "pgfree",
+)
 
 
 def _row_sum(fields: list[str]) -> int:
@@ -30,7 +44,7 @@ def _row_sum(fields: list[str]) -> int:
 
 
 def parse_snapshot(text: str) -> dict[str, int]:
-    """Counters from one SNAPSHOT: ctxt, softirqs by name, IPIs by kind."""
+    """Counters from one SNAPSHOT: ctxt, softirqs by name, IPIs by kind, page events."""
     counts: dict[str, int] = {}
     for line in text.splitlines():
         fields = line.split()
@@ -43,6 +57,10 @@ def parse_snapshot(text: str) -> dict[str, int]:
             counts[label] = _row_sum(fields[1:])
         elif fields[0].endswith(":") and label in IPIS:
             counts[IPIS[label]] = _row_sum(fields[1:])
+        elif len(fields) == 2 and fields[1].isdigit() and label in VMSTAT:
+            counts[label] = int(fields[1])
+        elif len(fields) == 2 and fields[1].isdigit() and label.startswith("pgalloc_"):
+            counts["pgalloc"] = counts.get("pgalloc", 0) + int(fields[1])
     return counts
 
 

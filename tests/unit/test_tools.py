@@ -232,6 +232,11 @@ softirq 500 0 100 0 200 0 0 10 50 0 140
  NMI:          0          0   Non-maskable interrupts
  RES:         10         20   Rescheduling interrupts
  CAL:          5          5   Function call interrupts
+nr_free_pages 5000
+pgalloc_dma 10
+pgalloc_normal 400
+pgfree 500
+pgfault 900
 """
 
 
@@ -241,12 +246,18 @@ def test_kcounters_per_connection_from_proc_snapshots() -> None:
         SNAP_BEFORE.replace("ctxt 1000", "ctxt 1600")
         .replace("NET_RX:        100        100", "NET_RX:        300        200")
         .replace("RES:         10         20", "RES:         70         60")
+        .replace("pgalloc_dma 10", "pgalloc_dma 110")
+        .replace("pgalloc_normal 400", "pgalloc_normal 700")
+        .replace("pgfault 900", "pgfault 1150")
     )
     per = kc.per_connection(SNAP_BEFORE, after, 100)
     assert per["ctxt"] == 6.0
     assert per["NET_RX"] == 3.0  # summed over both CPUs
     assert per["ipi_resched"] == 1.0
     assert per["ipi_call"] == 0.0 and per["TIMER"] == 0.0
+    assert per["pgalloc"] == 4.0  # summed over zones
+    assert per["pgfault"] == 2.5 and per["pgfree"] == 0.0
+    assert "nr_free_pages" not in per
     # the /proc/stat "softirq" total and the IRQ-numbered rows are not mistaken for counters
     assert "softirq" not in per and "0" not in per
     with pytest.raises(ValueError):

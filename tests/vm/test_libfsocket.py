@@ -23,18 +23,27 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def run_server(tmp_path, env: dict[str, str], port: int, conns: int = 5) -> tuple[int, str]:
-    (tmp_path / "srv.py").write_text(SERVER)
+def start_preloaded(tmp_path, source: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a Python server under LD_PRELOAD=libfsocket.so; return once it printed 'ready'."""
+    (tmp_path / "srv.py").write_text(source)
     full_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so"), **env}
     srv = subprocess.Popen(
-        [sys.executable, tmp_path / "srv.py", str(port), str(conns)],
+        [sys.executable, tmp_path / "srv.py", *args],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    line = srv.stdout.readline().strip()
+    if line != "ready":
+        srv.kill()
+        raise AssertionError(f"server did not start: {line!r} {srv.stderr.read()}")
+    return srv
+
+
+def run_server(tmp_path, env: dict[str, str], port: int, conns: int = 5) -> tuple[int, str]:
+    srv = start_preloaded(tmp_path, SERVER, [str(port), str(conns)], env)
     try:
-        assert srv.stdout.readline().strip() == "ready", srv.stderr.read()
         for i in range(conns):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
                 c.sendall(f"hello {i}".encode())
@@ -73,6 +82,36 @@ def test_with_module_no_warning(tmp_path) -> None:
     assert rc == 0
     assert "module found" in err and "not loaded" not in err
     assert "listen fd" in err
+
+
+@pytest.fixture
+def one_cpu_online():
+    """Every CPU but the first taken offline (module unloaded around it), and brought back."""
+    others = fs.online_cpus()[1:]
+    assert others, "the VM tests boot with 2 or more vCPUs"
+    sh("modprobe -r fastsocket", check=False)
+    try:
+        for c in others:
+            sh(f"echo 0 > /sys/devices/system/cpu/cpu{c}/online")
+        sh("modprobe fastsocket")
+        yield
+    finally:
+        sh("modprobe -r fastsocket", check=False)
+        for c in others:
+            sh(f"echo 1 > /sys/devices/system/cpu/cpu{c}/online", check=False)
+    assert fs.online_cpus()[1:] == others
+
+
+def test_one_cpu_online_passes_through(tmp_path, one_cpu_online) -> None:
+    """With one CPU every connection is local already: the library stays out of the way."""
+    before = fs.read_counters()
+    rc, err = run_server(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7106)
+    assert rc == 0, err
+    assert "one CPU online; passing sockets through" in err
+    assert "listen fd" not in err, err  # no listener was enabled
+    delta = fs.counter_delta(before, fs.read_counters())
+    # an enabled listener would count each SYN, locally or globally
+    assert fs.counter_total(delta, "listen_local") + fs.counter_total(delta, "listen_global") == 0, delta
 
 
 def test_disable_switch_is_silent(tmp_path, no_module) -> None:
@@ -226,17 +265,8 @@ def test_threads_on_other_cpus_are_not_woken_for_the_local_listener(tmp_path, th
     """
     cpus = fs.online_cpus()[:2]
     n = 40
-    (tmp_path / "srv.py").write_text(THREADED)
-    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so")}
-    srv = subprocess.Popen(
-        [sys.executable, tmp_path / "srv.py", "7111", str(n), ",".join(map(str, cpus))],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    srv = start_preloaded(tmp_path, THREADED, ["7111", str(n), ",".join(map(str, cpus))], {})
     try:
-        assert srv.stdout.readline().strip() == "ready", srv.stderr.read()
         for c in cpus:  # phase 1 from the local listener's CPU, phase 2 from the other one
             with fs.pinned(c):
                 for i in range(n):
