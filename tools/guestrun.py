@@ -35,9 +35,17 @@ def add_accel_argument(ap: argparse.ArgumentParser) -> None:
 
 
 def results_dir(name: str) -> Path:
-    path = REPO / "out" / "reports" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path.mkdir(parents=True)
-    return path
+    """A new out/reports/NAME-TIMESTAMP; two tools started in the same second get -2, -3, ..."""
+    base = REPO / "out" / "reports" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
 
 
 def run_guest(

@@ -329,3 +329,13 @@ def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environm
     assert "LD_PRELOAD=/k/libfsocket.so FSOCKET_RFD=0 haproxy" in listen
     assert "modprobe fastsocket rfd_steer=0" in script
     assert "ehash_partition" not in script  # only the variants asked for
+
+
+def test_results_dirs_of_tools_started_in_the_same_second_differ(tmp_path, monkeypatch) -> None:
+    gr = load("guestrun")
+    monkeypatch.setattr(gr, "REPO", tmp_path)
+    monkeypatch.setattr(gr.time, "strftime", lambda fmt: "20261202-070645")
+    first, second, third = (gr.results_dir("nginx") for _ in range(3))
+    assert first.name == "nginx-20261202-070645"
+    assert second.name == "nginx-20261202-070645-2" and third.name == "nginx-20261202-070645-3"
+    assert all(p.is_dir() and p.parent == tmp_path / "out" / "reports" for p in (first, second, third))
