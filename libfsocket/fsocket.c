@@ -445,6 +445,20 @@ static int thread_cpu(void)
 	return -1;
 }
 
+/*
+ * How many CPUs the calling thread may run on (its affinity mask, which
+ * taskset, cpusets and offline CPUs all narrow), or -1 when unknown.
+ */
+static int allowed_cpus(void)
+{
+	cpu_set_t set[8];
+	size_t size = sizeof(set);
+
+	if (sched_getaffinity(0, size, set))
+		return -1;
+	return CPU_COUNT_S(size, set);
+}
+
 static int lsn_reg_index(const struct lsn *rec, int epfd)
 {
 	unsigned int i;
@@ -1172,10 +1186,10 @@ static void fsocket_setup(void)
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}
-	if (sysconf(_SC_NPROCESSORS_ONLN) == 1) {
+	if (allowed_cpus() == 1) {
 		/* Every connection is local already: locality would only add work. */
 		if (conf.verbose)
-			say("libfsocket: one CPU online; passing sockets through\n");
+			say("libfsocket: this process may run on one CPU only; passing sockets through\n");
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}

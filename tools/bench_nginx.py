@@ -2,6 +2,7 @@
 """nginx short-connection benchmark: stock vs reuseport vs libfsocket vs fastsocket, one guest boot per vCPU count.
 
     python3 tools/bench_nginx.py [--cpus 1 2] [--seconds 4] [--net veth] [--accel icount]
+    python3 tools/bench_nginx.py --net veth --client-cpus 2 --accel icount  # wrk on CPUs of its own
 
 nginx (Debian's) serves a small static file with one worker per vCPU,
 pinned; wrk in the same guest opens one connection per request
@@ -20,6 +21,11 @@ so the cache-line and lock bounces fastsocket removes cost nothing there:
 read the lock report for those. --net veth puts wrk in another namespace
 behind a veth pair with RPS, so SYNs land on CPUs as a NIC's RSS would put
 them; on loopback a SYN is processed on the client's own CPU.
+--client-cpus K (with --net veth) boots K more vCPUs for wrk and its
+namespace's softirqs and keeps nginx and its RPS on the first --cpus ones,
+as when clients are other machines: wrk then never shares a CPU with a
+worker, so where a variant wakes the worker (on the CPU of the SYN, or on
+any idle one) no longer decides whether it waits behind wrk.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 
 VARIANTS = ("stock", "reuseport", "libfsocket", "fastsocket")
-CONF = """daemon off; master_process on; worker_processes {n}; worker_cpu_affinity auto; user root;
+CONF = """daemon off; master_process on; worker_processes {n}; worker_cpu_affinity {affinity}; user root;
 pid {d}/nginx.pid; error_log {d}/error.log;
 events {{ worker_connections 4096; accept_mutex off; }}
 http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;
@@ -50,40 +56,69 @@ VETH_SETUP = (
     "ip link add vnS type veth peer name vnC netns nbC",
     "ip addr add 10.96.0.2/24 dev vnS && ip link set vnS up",
     "ip -n nbC addr add 10.96.0.1/24 dev vnC && ip -n nbC link set vnC up && ip -n nbC link set lo up",
-    "echo {mask} > /sys/class/net/vnS/queues/rx-0/rps_cpus",
-    "ip netns exec nbC sh -c 'echo {mask} > /sys/class/net/vnC/queues/rx-0/rps_cpus'",
+    "echo {smask} > /sys/class/net/vnS/queues/rx-0/rps_cpus",
+    "ip netns exec nbC sh -c 'echo {cmask} > /sys/class/net/vnC/queues/rx-0/rps_cpus'",
 )
 
 
-def start_nginx(variant: str, lib: Path, cpus: int, addr: str = "127.0.0.1", client: str = "") -> list[str]:
-    """Guest script lines: nginx configured and started as `variant` wants, and answering."""
-    d = f"/tmp/bench-{variant}"
-    conf = CONF.format(n=cpus, d=d, addr=addr, reuseport=" reuseport" if variant == "reuseport" else "")
-    preload = f"LD_PRELOAD={lib} " if variant in ("libfsocket", "fastsocket") else ""
+def worker_affinity(cpus: int) -> str:
+    """nginx worker_cpu_affinity masks: worker i on CPU i (CPU 0 is the rightmost bit)."""
+    return " ".join(format(1 << i, f"0{cpus}b") for i in range(cpus))
+
+
+def cpu_mask(first: int, count: int) -> str:
+    """Hex CPU mask (as rps_cpus takes it) of CPUs first .. first+count-1."""
+    return f"{((1 << count) - 1) << first:x}"
+
+
+def start_nginx(
+    variant: str, lib: Path, cpus: int, addr: str = "127.0.0.1", client: str = "", server: str = ""
+) -> list[str]:
+    """Guest script lines: nginx configured and started as `variant` wants, and answering.
+
+    `client` prefixes the wrk that waits for it, `server` the nginx command.
+    """
+    # One directory for every variant (each nginx is stopped before the next starts):
+    # paths of different lengths would be one more difference between them.
+    d = "/tmp/bench-nginx"
+    reuseport = " reuseport" if variant == "reuseport" else ""
+    conf = CONF.format(n=cpus, d=d, addr=addr, reuseport=reuseport, affinity=worker_affinity(cpus))
+    preload = f"env LD_PRELOAD={lib} " if variant in ("libfsocket", "fastsocket") else ""
     return [
         f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
         f"cat > {d}/nginx.conf <<'CONF'\n{conf}CONF",
         "modprobe fastsocket" if variant == "fastsocket" else "modprobe -r fastsocket 2>/dev/null || true",
-        f"{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
+        f"{server}{preload}nginx -c {d}/nginx.conf -p {d} 2>{d}/stderr & NGINX=$!",
         f"for i in $(seq 50); do {client}wrk -t1 -c1 -d1s http://{addr}:8088/index.html >/dev/null 2>&1"
         " && break; sleep 0.2; done",
     ]
 
 
-def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, net: str = "loopback") -> str:
+def guest_script(
+    kernel_dir: Path, cpus: int, seconds: int, rounds: int, net: str = "loopback", client_cpus: int = 0
+) -> str:
+    """The guest's run: nginx on CPUs 0..cpus-1; wrk on the client_cpus after them (0: on the same ones)."""
+    if client_cpus and net != "veth":
+        raise ValueError("client CPUs of their own need --net veth (on loopback a SYN is processed on wrk's CPU)")
     lib = kernel_dir / "libfsocket.so"
     lines = ["ulimit -n 65536"]
-    addr, client = "127.0.0.1", ""
+    addr, client, server, threads = "127.0.0.1", "", "", cpus
     if net == "veth":
         addr, client = "10.96.0.2", "ip netns exec nbC "
-        lines += [step.format(mask=f"{(1 << cpus) - 1:x}") for step in VETH_SETUP]
+        smask = cmask = cpu_mask(0, cpus)
+        if client_cpus:
+            cmask = cpu_mask(cpus, client_cpus)
+            client += f"taskset -c {cpus}-{cpus + client_cpus - 1} "
+            server = f"taskset -c 0-{cpus - 1} "
+            threads = client_cpus
+        lines += [step.format(smask=smask, cmask=cmask) for step in VETH_SETUP]
     # Interleaved, and each round starts one variant later: drift and position hit all alike.
     order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
     for r, v in order:
         lines += [
-            *start_nginx(v, lib, cpus, addr, client),
+            *start_nginx(v, lib, cpus, addr, client, server),
             SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.before"),
-            f"{client}wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
+            f"{client}wrk -t{threads} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
             f" > $OUT/{v}-{cpus}-{r}.wrk",
             SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.after"),
             "kill $NGINX; wait $NGINX || true",
@@ -120,7 +155,7 @@ def parse_wrk(text: str) -> dict:
     }
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, where: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,9 +171,9 @@ def plot(results: dict, path: Path) -> None:
             width=width,
             label=v,
         )
-    ax.set_xticks(range(len(cpus)), [f"{c} vCPU" for c in cpus])
+    ax.set_xticks(range(len(cpus)), [f"{c} server vCPU" for c in cpus])
     ax.set_ylabel("connections/s (wrk, Connection: close)")
-    ax.set_title("nginx short connections, one guest boot per vCPU count")
+    ax.set_title(f"nginx short connections, one guest boot per vCPU count{where}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,10 +191,21 @@ def main() -> int:
         default="loopback",
         help="veth: wrk in another namespace, flows spread by RPS as by a NIC (default loopback)",
     )
+    ap.add_argument(
+        "--client-cpus",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --net veth: K more vCPUs for wrk alone, nginx on the --cpus ones (default 0: shared)",
+    )
     add_accel_argument(ap)
     args = ap.parse_args()
     if args.seconds < 1 or args.rounds < 1 or any(c < 1 for c in args.cpus):
         ap.error("--seconds, --rounds and --cpus must be at least 1")
+    if args.client_cpus < 0:
+        ap.error("--client-cpus must be 0 or more")
+    if args.client_cpus and args.net != "veth":
+        ap.error("--client-cpus needs --net veth: on loopback a SYN is processed on wrk's own CPU")
     if not (args.kernel_dir / "manifest.json").exists():
         ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
     outdir = results_dir("nginx")
@@ -167,9 +213,9 @@ def main() -> int:
     for cpus in args.cpus:
         run_guest(
             args.kernel_dir,
-            guest_script(args.kernel_dir, cpus, args.seconds, args.rounds, args.net),
+            guest_script(args.kernel_dir, cpus, args.seconds, args.rounds, args.net, args.client_cpus),
             outdir,
-            cpus=cpus,
+            cpus=cpus + args.client_cpus,
             tag=f"{cpus}cpu",
             accel=args.accel,
         )
@@ -197,9 +243,11 @@ def main() -> int:
             results[str(cpus)][v]["paired_ratio"] = paired_ratio(
                 results[str(cpus)][v]["runs"], results[str(cpus)]["stock"]["runs"]
             )
-    (outdir / "results.json").write_text(json.dumps({"accel": args.accel, "net": args.net, **results}, indent=1))
+    meta = {"accel": args.accel, "net": args.net, "client_cpus": args.client_cpus}
+    (outdir / "results.json").write_text(json.dumps({**meta, **results}, indent=1))
     clock = "10^9 instructions per guest second (icount)" if args.accel == "icount" else "the host's time"
-    print(f"nginx over {args.net}; guest clock: {clock}")
+    where = f"wrk on {args.client_cpus} vCPUs of its own" if args.client_cpus else "wrk on the server's vCPUs"
+    print(f"nginx over {args.net}, {where}; guest clock: {clock}")
     print(f"connections/s, median of {args.rounds} interleaved runs [min-max], ratio of medians to stock")
     print(f"{'vCPUs':6}" + "".join(f"{v:>30}" for v in VARIANTS))
     for cpus, row in results.items():
@@ -219,7 +267,7 @@ def main() -> int:
         bad = {v: r for v, r in row.items() if r["errors"] or r["non2xx"]}
         if bad:
             print(f"  errors at {cpus} vCPUs: {bad}")
-    plot(results, outdir / "nginx-cps.png")
+    plot(results, outdir / "nginx-cps.png", f"\n{where}")
     print(f"\ndata and plot: {outdir}")
     return 0
 

@@ -26,6 +26,10 @@ clients in pxC, share of replies processed on the connecting CPU), the
 acq-bounces per proxied request of every lock class. Prints the table and
 ratios to stock; saves JSON and a plot under out/reports/proxy-*/.
 Under TCG (no KVM) the CPS figures are weak evidence: read the event counts.
+--client-cpus K boots K more vCPUs and puts wrk (in namespace pxW, across a
+third veth pair) and the nginx backend on them, HAProxy and its RPS on the
+first --cpus: the proxy box alone on its CPUs, as in production, where
+clients and backends are other machines.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import paired_ratio, parse_wrk
+from bench_nginx import cpu_mask, paired_ratio, parse_wrk
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
@@ -74,29 +78,57 @@ defaults
     timeout client 10s
     timeout server 10s
 frontend fe
-    bind 127.0.0.1:8094
+    bind {fe}:8094
     default_backend be
 backend be
     server b1 10.95.0.2:80
 """
 
 
-def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, variants: tuple[str, ...] = VARIANTS) -> str:
+def guest_script(
+    kernel_dir: Path,
+    cpus: int,
+    seconds: int,
+    rounds: int,
+    variants: tuple[str, ...] = VARIANTS,
+    client_cpus: int = 0,
+) -> str:
+    """The guest's run: HAProxy on CPUs 0..cpus-1; wrk and nginx on the client_cpus after them (0: shared)."""
     lib = kernel_dir / "libfsocket.so"
     probe = REPO / "tools/workloads/rfdprobe.py"
-    mask = f"{(1 << cpus) - 1:x}"
+    smask = cmask = cpu_mask(0, cpus)
     d = "/tmp/px"
+    fe, wrk_ns, on_server, on_client, backends = "127.0.0.1", "pxC", "", "", cpus
+    links = ["pxC:vpC", "pxS:vpS"]
+    if client_cpus:
+        cmask = cpu_mask(cpus, client_cpus)
+        fe, wrk_ns, backends = "10.94.0.2", "pxW", client_cpus
+        on_server = f"taskset -c 0-{cpus - 1} "
+        on_client = f"taskset -c {cpus}-{cpus + client_cpus - 1} "
+        links += ["pxC:vwC", "pxW:vwW"]
+    rps = {"vpC": smask, "vwC": smask, "vpS": cmask, "vwW": cmask}
     lines = [
         "ulimit -n 65536",
         "ip netns add pxS && ip netns add pxC",
         "ip link add vpC netns pxC type veth peer name vpS netns pxS",
         "ip -n pxC addr add 10.95.0.1/24 dev vpC && ip -n pxS addr add 10.95.0.2/24 dev vpS",
-        "for x in pxC:vpC pxS:vpS; do ns=${x%:*}; dev=${x#*:}; ip -n $ns link set $dev up; ip -n $ns link set lo up;"
-        f" ip netns exec $ns sh -c 'echo {mask} > /sys/class/net/'$dev'/queues/rx-0/rps_cpus'; done",
+    ]
+    if client_cpus:
+        lines += [
+            "ip netns add pxW && ip link add vwW netns pxW type veth peer name vwC netns pxC",
+            "ip -n pxW addr add 10.94.0.1/24 dev vwW && ip -n pxC addr add 10.94.0.2/24 dev vwC",
+        ]
+    for link in links:
+        ns, dev = link.split(":")
+        lines.append(
+            f"ip -n {ns} link set {dev} up && ip -n {ns} link set lo up && ip netns exec {ns}"
+            f" sh -c 'echo {rps[dev]} > /sys/class/net/{dev}/queues/rx-0/rps_cpus'"
+        )
+    lines += [
         f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
-        f"cat > {d}/nginx.conf <<'CONF'\n{NGINX.format(n=cpus, d=d)}CONF",
-        f"cat > {d}/haproxy.cfg <<'CONF'\n{HAPROXY.format(n=cpus, last=cpus - 1)}CONF",
-        f"ip netns exec pxS nginx -c {d}/nginx.conf -p {d} 2>{d}/nginx.err & NGINX=$!",
+        f"cat > {d}/nginx.conf <<'CONF'\n{NGINX.format(n=backends, d=d)}CONF",
+        f"cat > {d}/haproxy.cfg <<'CONF'\n{HAPROXY.format(n=cpus, last=cpus - 1, fe=fe)}CONF",
+        f"ip netns exec pxS {on_client}nginx -c {d}/nginx.conf -p {d} 2>{d}/nginx.err & NGINX=$!",
         "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://10.95.0.2/index.html >/dev/null 2>&1"
         " && break; sleep 0.2; done",
         "LOCKSTAT=0; test -e /proc/lock_stat && LOCKSTAT=1",
@@ -109,20 +141,22 @@ def guest_script(kernel_dir: Path, cpus: int, seconds: int, rounds: int, variant
         tag = f"{v}-{r}"
         lines += [
             load,
-            f"ip netns exec pxC {preload}haproxy -db -f {d}/haproxy.cfg > {d}/haproxy-{tag}.log 2>&1 & HAP=$!",
-            "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://127.0.0.1:8094/index.html >/dev/null"
+            f"ip netns exec pxC {on_server}{preload}haproxy -db -f {d}/haproxy.cfg > {d}/haproxy-{tag}.log 2>&1"
+            " & HAP=$!",
+            f"for i in $(seq 50); do ip netns exec {wrk_ns} wrk -t1 -c1 -d1s http://{fe}:8094/index.html >/dev/null"
             " 2>&1 && break; sleep 0.2; done",
             "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-before 2>/dev/null || true",
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/lock_stat; echo 1 > /proc/sys/kernel/lock_stat; fi',
             SNAPSHOT.format(path=f"$OUT/{tag}.before"),
-            f"ip netns exec pxC wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close'"
-            f" http://127.0.0.1:8094/index.html > $OUT/{tag}.wrk",
+            f"ip netns exec {wrk_ns} {on_client}wrk -t{client_cpus or cpus} -c{4 * cpus} -d{seconds}s"
+            f" -H 'Connection: close' http://{fe}:8094/index.html > $OUT/{tag}.wrk",
             SNAPSHOT.format(path=f"$OUT/{tag}.after"),
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/sys/kernel/lock_stat;'
             f" cat /proc/lock_stat > $OUT/{tag}.lock_stat; fi",
             "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-after 2>/dev/null || true",
             "kill $HAP; wait $HAP || true",
-            f"ip netns exec pxC {preload}python3 {probe} --host 10.95.0.2 --port 80 --per-cpu 20 > $OUT/{tag}.probe",
+            f"ip netns exec pxC {on_server}{preload}python3 {probe} --host 10.95.0.2 --port 80 --per-cpu 20"
+            f" > $OUT/{tag}.probe",
         ]
     lines += ["kill $NGINX; wait $NGINX || true", "modprobe -r fastsocket 2>/dev/null || true"]
     return "\n".join(lines)
@@ -200,7 +234,10 @@ def print_report(data: dict, rounds: int) -> None:
     vs = data["variants"]
     names = tuple(vs)  # the variants of this run, stock first
     cols = "".join(f"{v:>18}" for v in names)
-    print(f"HAProxy -> nginx over veth+RPS, one new backend connection per request; {rounds} interleaved rounds")
+    where = f"wrk and nginx on {data['client_cpus']} vCPUs of their own" if data.get("client_cpus") else "one box"
+    print(
+        f"HAProxy -> nginx over veth+RPS ({where}), one new backend connection per request; {rounds} interleaved rounds"
+    )
     print(f"{'':34}{cols}")
     print(f"{'proxied connections/s (median)':34}" + "".join(f"{vs[v]['cps']:>18.1f}" for v in names))
     print(f"{'  [min-max]':34}" + "".join(f"{vs[v]['min']:>11.0f}-{vs[v]['max']:<6.0f}" for v in names))
@@ -286,10 +323,19 @@ def main() -> int:
         default=list(VARIANTS),
         help=f"variants to run, stock always first (default: {' '.join(VARIANTS)})",
     )
+    ap.add_argument(
+        "--client-cpus",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K more vCPUs for wrk and the nginx backend, HAProxy alone on the --cpus ones (default 0: shared)",
+    )
     add_accel_argument(ap)
     args = ap.parse_args()
     if args.seconds < 1 or args.rounds < 1 or args.cpus < 2:
         ap.error("--seconds and --rounds must be at least 1, --cpus at least 2")
+    if args.client_cpus < 0:
+        ap.error("--client-cpus must be 0 or more")
     variants = ("stock", *dict.fromkeys(v for v in args.variants if v != "stock"))
     if args.from_dir:
         outdir = args.from_dir
@@ -297,9 +343,12 @@ def main() -> int:
         if not (args.kernel_dir / "manifest.json").exists():
             ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
         outdir = results_dir("proxy")
-        script = guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds, variants)
-        run_guest(args.kernel_dir, script, outdir, cpus=args.cpus, accel=args.accel)
+        script = guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds, variants, args.client_cpus)
+        run_guest(args.kernel_dir, script, outdir, cpus=args.cpus + args.client_cpus, accel=args.accel)
+        (outdir / "client-cpus").write_text(f"{args.client_cpus}\n")
     data = collect(outdir, args.rounds, variants)
+    clients = outdir / "client-cpus"
+    data["client_cpus"] = int(clients.read_text()) if clients.exists() else 0
     print_report(data, args.rounds)
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")

@@ -122,6 +122,19 @@ def test_nginx_bench_veth_puts_wrk_across_rps() -> None:
     assert veth.count("listen 10.96.0.2:8088 reuseport;") == 1 and veth.count("listen 10.96.0.2:8088;") == 3
 
 
+def test_nginx_bench_client_cpus_keep_wrk_off_the_servers_cpus() -> None:
+    bn = load("bench_nginx")
+    script = bn.guest_script(Path("/k"), 2, 3, 1, net="veth", client_cpus=2)
+    assert "echo 3 > /sys/class/net/vnS/queues/rx-0/rps_cpus" in script  # nginx's SYNs on CPUs 0-1
+    assert "echo c > /sys/class/net/vnC/queues/rx-0/rps_cpus" in script  # wrk's softirqs on CPUs 2-3
+    assert script.count("taskset -c 0-1 ") == 4 and "worker_cpu_affinity 01 10;" in script
+    assert script.count("taskset -c 0-1 env LD_PRELOAD=/k/libfsocket.so nginx -c") == 2
+    assert "ip netns exec nbC taskset -c 2-3 wrk -t2 -c8 -d3s" in script
+    assert bn.worker_affinity(3) == "001 010 100" and bn.cpu_mask(4, 2) == "30"
+    with pytest.raises(ValueError, match="need --net veth"):
+        bn.guest_script(Path("/k"), 2, 3, 1, client_cpus=2)
+
+
 def test_wrk_garbage_is_an_error() -> None:
     with pytest.raises(SystemExit, match="cannot read wrk output"):
         load("bench_nginx").parse_wrk("wrk: connection refused\n")
@@ -329,6 +342,19 @@ def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environm
     assert "LD_PRELOAD=/k/libfsocket.so FSOCKET_RFD=0 haproxy" in listen
     assert "modprobe fastsocket rfd_steer=0" in script
     assert "ehash_partition" not in script  # only the variants asked for
+
+
+def test_bench_proxy_client_cpus_leave_haproxy_alone_on_its_cpus() -> None:
+    bp = load("bench_proxy")
+    script = bp.guest_script(Path("/k"), 2, 3, 1, ("stock", "fastsocket"), client_cpus=2)
+    assert "bind 10.94.0.2:8094" in script and "worker_processes 2;" in script
+    assert "ip netns exec pxS taskset -c 2-3 nginx" in script
+    assert script.count("ip netns exec pxC taskset -c 0-1 ") == 4  # HAProxy and the probe, per variant
+    assert "ip netns exec pxW taskset -c 2-3 wrk -t2 -c8 -d3s" in script
+    for dev, mask in (("vpC", "3"), ("vwC", "3"), ("vpS", "c"), ("vwW", "c")):
+        assert f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus" in script
+    shared = bp.guest_script(Path("/k"), 2, 3, 1, ("stock",))
+    assert "pxW" not in shared and "taskset" not in shared and "bind 127.0.0.1:8094" in shared
 
 
 def test_results_dirs_of_tools_started_in_the_same_second_differ(tmp_path, monkeypatch) -> None:

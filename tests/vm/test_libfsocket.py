@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,8 +24,10 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def start_preloaded(tmp_path, source: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start a Python server under LD_PRELOAD=libfsocket.so; return once it printed 'ready'."""
+def start_preloaded(
+    tmp_path, source: str, args: list[str], env: dict[str, str], cpus: set[int] | None = None
+) -> subprocess.Popen:
+    """Start a Python server under LD_PRELOAD=libfsocket.so (on `cpus` if given); return once it printed 'ready'."""
     (tmp_path / "srv.py").write_text(source)
     full_env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so"), **env}
     srv = subprocess.Popen(
@@ -33,6 +36,7 @@ def start_preloaded(tmp_path, source: str, args: list[str], env: dict[str, str])
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     line = srv.stdout.readline().strip()
     if line != "ready":
@@ -41,8 +45,10 @@ def start_preloaded(tmp_path, source: str, args: list[str], env: dict[str, str])
     return srv
 
 
-def run_server(tmp_path, env: dict[str, str], port: int, conns: int = 5) -> tuple[int, str]:
-    srv = start_preloaded(tmp_path, SERVER, [str(port), str(conns)], env)
+def run_server(
+    tmp_path, env: dict[str, str], port: int, conns: int = 5, cpus: set[int] | None = None
+) -> tuple[int, str]:
+    srv = start_preloaded(tmp_path, SERVER, [str(port), str(conns)], env, cpus)
     try:
         for i in range(conns):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
@@ -107,11 +113,28 @@ def test_one_cpu_online_passes_through(tmp_path, one_cpu_online) -> None:
     before = fs.read_counters()
     rc, err = run_server(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7106)
     assert rc == 0, err
-    assert "one CPU online; passing sockets through" in err
+    assert "may run on one CPU only; passing sockets through" in err
     assert "listen fd" not in err, err  # no listener was enabled
     delta = fs.counter_delta(before, fs.read_counters())
     # an enabled listener would count each SYN, locally or globally
     assert fs.counter_total(delta, "listen_local") + fs.counter_total(delta, "listen_global") == 0, delta
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_affinity_mask_decides_pass_through(tmp_path, width: int) -> None:
+    """A server confined to one CPU (taskset, cpuset) passes through; confined to two it is accelerated."""
+    cpus = set(fs.online_cpus()[-width:])
+    sh("modprobe fastsocket")
+    try:
+        rc, err = run_server(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7107 + width, cpus=cpus)
+    finally:
+        sh("modprobe -r fastsocket")
+    assert rc == 0, err
+    if width == 1:
+        assert "may run on one CPU only; passing sockets through" in err, err
+        assert "local listeners enabled" not in err, err
+    else:
+        assert "passing sockets through" not in err and "per-CPU local listeners enabled" in err, err
 
 
 def test_disable_switch_is_silent(tmp_path, no_module) -> None:

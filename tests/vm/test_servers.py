@@ -282,12 +282,24 @@ def test_redis(tmp_path: Path, module: None) -> None:
 
 
 def test_redis_pinned_gets_a_local_listener(tmp_path: Path, module: None) -> None:
+    """FSOCKET_PIN=1 pins redis's event loop to the CPU it runs on, which then gets its local listener."""
     before = fs_counters()
-    argv = ["taskset", "-c", "1", *redis_argv(6391, tmp_path)]
-    with Server(argv, 6391, tmp_path / "out.log"):
+    with Server(redis_argv(6391, tmp_path), 6391, tmp_path / "out.log", {"FSOCKET_PIN": "1"}):
         short_requests(6391, 100, lambda i: (b"PING\r\n", b"+PONG\r\n"))
     after = fs_counters()
     assert after["spawned"] == before["spawned"] + 1
+
+
+def test_redis_confined_to_one_cpu_passes_through(tmp_path: Path, module: None) -> None:
+    """Under `taskset -c 1` every connection is redis's own CPU's already: no listener is enabled."""
+    before = fs_counters()
+    argv = ["taskset", "-c", "1", *redis_argv(6392, tmp_path)]
+    with Server(argv, 6392, tmp_path / "out.log", {"FSOCKET_VERBOSE": "1"}):
+        short_requests(6392, 100, lambda i: (b"PING\r\n", b"+PONG\r\n"))
+    after = fs_counters()
+    assert after["spawned"] == before["spawned"]
+    assert after["listen_local"] + after["listen_global"] == before["listen_local"] + before["listen_global"]
+    assert "may run on one CPU only" in (tmp_path / "out.log").read_text()
 
 
 def test_memcached_threads(tmp_path: Path, module: None) -> None:
