@@ -430,33 +430,32 @@ static void lsn_skip(struct lsn *rec, unsigned int what, const char *why)
 
 static int lsn_sync_mirrors(struct lsn *rec, int force_epfd);
 
+#define AFFINITY_SIZE	(8 * sizeof(cpu_set_t))	/* 8192 CPUs */
+
+/*
+ * The calling thread's affinity mask in @set (AFFINITY_SIZE bytes), which
+ * taskset, cpusets and offline CPUs all narrow: how many CPUs it may run
+ * on, or -1 when unknown.
+ */
+static int allowed_cpus(cpu_set_t *set)
+{
+	if (sched_getaffinity(0, AFFINITY_SIZE, set))
+		return -1;
+	return CPU_COUNT_S(AFFINITY_SIZE, set);
+}
+
 /* The calling thread's only allowed CPU, or -1. */
 static int thread_cpu(void)
 {
-	cpu_set_t set[8];	/* 8192 CPUs */
-	size_t size = sizeof(set);
+	cpu_set_t set[AFFINITY_SIZE / sizeof(cpu_set_t)];
 	int cpu;
 
-	if (sched_getaffinity(0, size, set) || CPU_COUNT_S(size, set) != 1)
+	if (allowed_cpus(set) != 1)
 		return -1;
-	for (cpu = 0; cpu < (int)(size * 8); cpu++)
-		if (CPU_ISSET_S(cpu, size, set))
+	for (cpu = 0; cpu < (int)(AFFINITY_SIZE * 8); cpu++)
+		if (CPU_ISSET_S(cpu, AFFINITY_SIZE, set))
 			return cpu;
 	return -1;
-}
-
-/*
- * How many CPUs the calling thread may run on (its affinity mask, which
- * taskset, cpusets and offline CPUs all narrow), or -1 when unknown.
- */
-static int allowed_cpus(void)
-{
-	cpu_set_t set[8];
-	size_t size = sizeof(set);
-
-	if (sched_getaffinity(0, size, set))
-		return -1;
-	return CPU_COUNT_S(size, set);
 }
 
 static int lsn_reg_index(const struct lsn *rec, int epfd)
@@ -606,7 +605,7 @@ static int lsn_sync_mirrors(struct lsn *rec, int force_epfd)
 /* The CPU this thread serves: its only allowed CPU, or (FSOCKET_PIN) its current one. */
 static int pick_cpu(int fd)
 {
-	cpu_set_t set[8];	/* 8192 CPUs */
+	cpu_set_t set[AFFINITY_SIZE / sizeof(cpu_set_t)];
 	size_t size = sizeof(set);
 	int cpu = thread_cpu();
 
@@ -1157,6 +1156,7 @@ static void atfork_child(void)
 
 static void fsocket_setup(void)
 {
+	cpu_set_t cpus[AFFINITY_SIZE / sizeof(cpu_set_t)];
 	const char *v;
 
 	RESOLVE(listen);
@@ -1186,7 +1186,7 @@ static void fsocket_setup(void)
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}
-	if (allowed_cpus() == 1) {
+	if (allowed_cpus(cpus) == 1) {
 		/* Every connection is local already: locality would only add work. */
 		if (conf.verbose)
 			say("libfsocket: this process may run on one CPU only; passing sockets through\n");

@@ -71,6 +71,11 @@ def cpu_mask(first: int, count: int) -> str:
     return f"{((1 << count) - 1) << first:x}"
 
 
+def taskset(first: int, count: int) -> str:
+    """A command prefix confining it to CPUs first .. first+count-1."""
+    return f"taskset -c {first}-{first + count - 1} "
+
+
 def start_nginx(
     variant: str, lib: Path, cpus: int, addr: str = "127.0.0.1", client: str = "", server: str = ""
 ) -> list[str]:
@@ -108,8 +113,8 @@ def guest_script(
         smask = cmask = cpu_mask(0, cpus)
         if client_cpus:
             cmask = cpu_mask(cpus, client_cpus)
-            client += f"taskset -c {cpus}-{cpus + client_cpus - 1} "
-            server = f"taskset -c 0-{cpus - 1} "
+            client += taskset(cpus, client_cpus)
+            server = taskset(0, cpus)
             threads = client_cpus
         lines += [step.format(smask=smask, cmask=cmask) for step in VETH_SETUP]
     # Interleaved, and each round starts one variant later: drift and position hit all alike.

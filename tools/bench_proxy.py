@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import cpu_mask, paired_ratio, parse_wrk
+from bench_nginx import cpu_mask, paired_ratio, parse_wrk, taskset
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
@@ -103,8 +103,8 @@ def guest_script(
     if client_cpus:
         cmask = cpu_mask(cpus, client_cpus)
         fe, wrk_ns, backends = "10.94.0.2", "pxW", client_cpus
-        on_server = f"taskset -c 0-{cpus - 1} "
-        on_client = f"taskset -c {cpus}-{cpus + client_cpus - 1} "
+        on_server = taskset(0, cpus)
+        on_client = taskset(cpus, client_cpus)
         links += ["pxC:vwC", "pxW:vwW"]
     rps = {"vpC": smask, "vwC": smask, "vpS": cmask, "vwW": cmask}
     lines = [
