@@ -12,6 +12,8 @@ pinned; wrk in the same guest opens one connection per request
   libfsocket  LD_PRELOAD=libfsocket.so without fastsocket.ko: portable mode
               (per-worker SO_REUSEPORT listener with SO_INCOMING_CPU)
   fastsocket  LD_PRELOAD=libfsocket.so with fastsocket.ko (local listeners)
+and, with --variants, stock-again: stock once more in every round, the A/A
+control whose ratio to stock is the noise floor of the other ratios.
 Prints connections/s and the ratio to stock, and saves JSON and a plot
 under out/reports/. Under plain TCG (no KVM) the rates drift with the host
 by +-25% from run to run. --accel icount makes the guest clock count
@@ -42,6 +44,7 @@ from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 
 VARIANTS = ("stock", "reuseport", "libfsocket", "fastsocket")
+CONTROL = "stock-again"  # stock run twice per round: the ratio two identical setups get
 CONF = """daemon off; master_process on; worker_processes {n}; worker_cpu_affinity {affinity}; user root;
 pid {d}/nginx.pid; error_log {d}/error.log;
 events {{ worker_connections 4096; accept_mutex off; }}
@@ -100,7 +103,13 @@ def start_nginx(
 
 
 def guest_script(
-    kernel_dir: Path, cpus: int, seconds: int, rounds: int, net: str = "loopback", client_cpus: int = 0
+    kernel_dir: Path,
+    cpus: int,
+    seconds: int,
+    rounds: int,
+    net: str = "loopback",
+    client_cpus: int = 0,
+    variants: tuple[str, ...] = VARIANTS,
 ) -> str:
     """The guest's run: nginx on CPUs 0..cpus-1; wrk on the client_cpus after them (0: on the same ones)."""
     if client_cpus and net != "veth":
@@ -118,7 +127,7 @@ def guest_script(
             threads = client_cpus
         lines += [step.format(smask=smask, cmask=cmask) for step in VETH_SETUP]
     # Interleaved, and each round starts one variant later: drift and position hit all alike.
-    order = [(r, VARIANTS[(r + k) % len(VARIANTS)]) for r in range(rounds) for k in range(len(VARIANTS))]
+    order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
     for r, v in order:
         lines += [
             *start_nginx(v, lib, cpus, addr, client, server),
@@ -160,7 +169,7 @@ def parse_wrk(text: str) -> dict:
     }
 
 
-def plot(results: dict, path: Path, where: str = "") -> None:
+def plot(results: dict, path: Path, where: str = "", variants: tuple[str, ...] = VARIANTS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,10 +177,10 @@ def plot(results: dict, path: Path, where: str = "") -> None:
 
     cpus = sorted(results, key=int)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / len(VARIANTS)
-    for i, v in enumerate(VARIANTS):
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
         ax.bar(
-            [c + (i - 1.5) * width for c in range(len(cpus))],
+            [c + (i - (len(variants) - 1) / 2) * width for c in range(len(cpus))],
             [results[c][v]["cps"] for c in cpus],
             width=width,
             label=v,
@@ -203,8 +212,16 @@ def main() -> int:
         metavar="K",
         help="with --net veth: K more vCPUs for wrk alone, nginx on the --cpus ones (default 0: shared)",
     )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=(*VARIANTS, CONTROL),
+        default=list(VARIANTS),
+        help=f"variants to run, stock always first (default: {' '.join(VARIANTS)}; {CONTROL}: the A/A control)",
+    )
     add_accel_argument(ap)
     args = ap.parse_args()
+    variants = ("stock", *dict.fromkeys(v for v in args.variants if v != "stock"))
     if args.seconds < 1 or args.rounds < 1 or any(c < 1 for c in args.cpus):
         ap.error("--seconds, --rounds and --cpus must be at least 1")
     if args.client_cpus < 0:
@@ -218,14 +235,14 @@ def main() -> int:
     for cpus in args.cpus:
         run_guest(
             args.kernel_dir,
-            guest_script(args.kernel_dir, cpus, args.seconds, args.rounds, args.net, args.client_cpus),
+            guest_script(args.kernel_dir, cpus, args.seconds, args.rounds, args.net, args.client_cpus, variants),
             outdir,
             cpus=cpus + args.client_cpus,
             tag=f"{cpus}cpu",
             accel=args.accel,
         )
         results[str(cpus)] = {}
-        for v in VARIANTS:
+        for v in variants:
             runs = []
             for r in range(args.rounds):
                 stem = outdir / f"{v}-{cpus}-{r}"
@@ -244,35 +261,35 @@ def main() -> int:
                 "non2xx": sum(run["non2xx"] for run in runs),
                 "events": median_counters([run["events"] for run in runs]),
             }
-        for v in VARIANTS:
+        for v in variants:
             results[str(cpus)][v]["paired_ratio"] = paired_ratio(
                 results[str(cpus)][v]["runs"], results[str(cpus)]["stock"]["runs"]
             )
-    meta = {"accel": args.accel, "net": args.net, "client_cpus": args.client_cpus}
+    meta = {"accel": args.accel, "net": args.net, "client_cpus": args.client_cpus, "variants": list(variants)}
     (outdir / "results.json").write_text(json.dumps({**meta, **results}, indent=1))
     clock = "10^9 instructions per guest second (icount)" if args.accel == "icount" else "the host's time"
     where = f"wrk on {args.client_cpus} vCPUs of its own" if args.client_cpus else "wrk on the server's vCPUs"
     print(f"nginx over {args.net}, {where}; guest clock: {clock}")
     print(f"connections/s, median of {args.rounds} interleaved runs [min-max], ratio of medians to stock")
-    print(f"{'vCPUs':6}" + "".join(f"{v:>30}" for v in VARIANTS))
+    print(f"{'vCPUs':6}" + "".join(f"{v:>30}" for v in variants))
     for cpus, row in results.items():
         base = row["stock"]["cps"]
         cells = "".join(
             f"{row[v]['cps']:>9.1f} [{row[v]['min']:.0f}-{row[v]['max']:.0f}] ({row[v]['cps'] / base:4.2f}x)"
-            for v in VARIANTS
+            for v in variants
         )
         print(f"{cpus:6}{cells}")
         pr = "".join(
             f"{row[v]['paired_ratio']['median']:>15.3f}x [{row[v]['paired_ratio']['min']:.2f}-"
             f"{row[v]['paired_ratio']['max']:.2f}]"
-            for v in VARIANTS
+            for v in variants
         )
         print(f"{'':6}{pr}   <- per-round ratio to stock, median [min-max]")
-        print(format_table({v: row[v]["events"] for v in VARIANTS}, indent=6))
+        print(format_table({v: row[v]["events"] for v in variants}, indent=6))
         bad = {v: r for v, r in row.items() if r["errors"] or r["non2xx"]}
         if bad:
             print(f"  errors at {cpus} vCPUs: {bad}")
-    plot(results, outdir / "nginx-cps.png", f"\n{where}")
+    plot(results, outdir / "nginx-cps.png", f"\n{where}", variants)
     print(f"\ndata and plot: {outdir}")
     return 0
 

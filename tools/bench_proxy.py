@@ -19,6 +19,8 @@ and, with --variants, to take the cost apart:
   fastsocket-listen   the module and the preload with FSOCKET_RFD=0: local
               listeners for the frontend only, no RFD ports, no steering
   fastsocket-nosteer  the module with rfd_steer=0: RFD ports, no steering
+  stock-again  stock once more in every round: the A/A control, whose ratio
+              to stock is the noise floor of the other ratios
 For each variant: proxied connections/s (median of the rounds), the
 active-connection locality share (tools/workloads/rfdprobe.py: pinned
 clients in pxC, share of replies processed on the connecting CPU), the
@@ -41,7 +43,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import cpu_mask, paired_ratio, parse_wrk, taskset
+from bench_nginx import CONTROL, cpu_mask, paired_ratio, parse_wrk, taskset
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
@@ -51,6 +53,7 @@ _UNLOAD = "modprobe -r fastsocket 2>/dev/null || true"
 # variant -> (module setup, environment HAProxy runs with under the preload)
 SETUP = {
     "stock": (_UNLOAD, ""),
+    CONTROL: (_UNLOAD, ""),
     "fastsocket": (f"{_UNLOAD}; modprobe fastsocket", ""),
     "fastsocket-ehash": (f"{_UNLOAD}; modprobe fastsocket ehash_partition=1", ""),
     "fastsocket-listen": (f"{_UNLOAD}; modprobe fastsocket", "FSOCKET_RFD=0 "),
@@ -137,7 +140,7 @@ def guest_script(
     order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
     for r, v in order:
         load, env = SETUP[v]
-        preload = f"env LD_PRELOAD={lib} {env}" if v != "stock" else ""
+        preload = f"env LD_PRELOAD={lib} {env}" if v not in ("stock", CONTROL) else ""
         tag = f"{v}-{r}"
         lines += [
             load,

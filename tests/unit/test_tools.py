@@ -344,6 +344,17 @@ def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environm
     assert "ehash_partition" not in script  # only the variants asked for
 
 
+def test_the_a_a_control_runs_exactly_as_stock_in_both_benchmarks() -> None:
+    bn, bp = load("bench_nginx"), load("bench_proxy")
+    script = bn.guest_script(Path("/k"), 2, 3, 2, net="veth", variants=("stock", bn.CONTROL))
+    assert script.count("nginx -c /tmp/bench-nginx/nginx.conf -p") == 4  # 2 variants x 2 rounds
+    assert "LD_PRELOAD" not in script and "reuseport" not in script and "modprobe fastsocket" not in script
+    assert "$OUT/stock-again-2-1.wrk" in script and "$OUT/stock-2-1.wrk" in script
+    proxy = bp.guest_script(Path("/k"), 2, 1, 1, ("stock", bp.CONTROL, "fastsocket"))
+    haproxy = [line for line in proxy.splitlines() if "haproxy -db" in line]
+    assert [("LD_PRELOAD" in line) for line in haproxy] == [False, False, True]
+
+
 def test_bench_proxy_client_cpus_leave_haproxy_alone_on_its_cpus() -> None:
     bp = load("bench_proxy")
     script = bp.guest_script(Path("/k"), 2, 3, 1, ("stock", "fastsocket"), client_cpus=2)

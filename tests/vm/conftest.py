@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from fastsock import hostdeps
+from fastsock.errors import HostError
 from fastsock.paths import Layout
 from fastsock.runner import Runner
 from fastsock.vm import VMRequest, VMResult, VMRunner, kernel_image
@@ -45,6 +47,10 @@ def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
     results_dir.mkdir(parents=True, exist_ok=True)
     kdir = kernel_dir()
     kernel_image(kdir)  # fails clearly when nothing is built
+    try:  # pytest run directly, not through `build.py test` (which installs them)
+        hostdeps.ensure(hostdeps.VM_NEEDS + hostdeps.SERVER_NEEDS, Runner(), install=False)
+    except HostError as exc:
+        pytest.fail(f"{exc}\n  or run `python3 build.py test`, which installs them", pytrace=False)
     inner = [
         sys.executable,
         "-m",

@@ -232,6 +232,11 @@ def init_counters() -> dict[str, int]:
     return {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))}
 
 
+def settle() -> None:
+    """Let the last packets of connections just closed (the servers' FINs) arrive before counting."""
+    time.sleep(1)
+
+
 def share(conns: list[Conn]) -> float:
     return sum(c.incoming_cpu == c.cpu for c in conns) / len(conns)
 
@@ -309,6 +314,36 @@ def test_automatic_steering_starts_with_the_first_rfd_socket(cpus, veth, module)
         assert steering()
         set_param("rfd_steer", 1)
         assert steering()
+
+
+def test_automatic_steering_stays_in_the_namespaces_that_use_rfd(cpus, veth, module) -> None:
+    """rfd_steer=2 steers only where a socket asked for RFD; rfd_steer=1 everywhere; a reload forgets."""
+    server, client = veth.server[V4], "10.97.0.1"
+    with reply_server(V4, server, PORT), reply_server(V4, client, PORT, ns="rfdC"):
+        rfd = run_clients(V4, server, PORT, cpus, rfd=True)  # RFD sockets in rfdC
+        settle()
+        before = fs.read_counters()
+        plain = run_clients(V4, client, PORT, cpus, rfd=False, ns="rfdS")  # none in rfdS
+        delta = fs.counter_delta(before, fs.read_counters())
+        set_param("rfd_steer", 1)
+        before = fs.read_counters()
+        run_clients(V4, client, PORT, cpus, rfd=False, ns="rfdS")
+        delta_everywhere = fs.counter_delta(before, fs.read_counters())
+        fs.unload_module()
+        fs.load_module()
+        run_clients(V4, client, PORT, cpus[:1], rfd=True, ns="rfdS")  # now rfdS uses RFD, rfdC not yet
+        settle()
+        before = fs.read_counters()
+        reloaded = run_clients(V4, server, PORT, cpus, rfd=False)
+        delta_reloaded = fs.counter_delta(before, fs.read_counters())
+    assert share(rfd) == 1.0, [(c.cpu, c.incoming_cpu) for c in rfd if c.cpu != c.incoming_cpu]
+    # rfdS's replies to its plain clients are not steered (only rfdC's packets are classified).
+    assert fs.counter_total(delta, "rx_active") == 0, delta
+    assert share(plain) < 0.9, f"{share(plain):.0%} of rfdS's replies on the connecting CPU: steered?"
+    assert fs.counter_total(delta_everywhere, "rx_active") >= len(plain), delta_everywhere
+    assert steering()
+    assert fs.counter_total(delta_reloaded, "rx_active") == 0, f"rfdC still steered after a reload: {delta_reloaded}"
+    assert share(reloaded) < 0.9
 
 
 def test_rfd_ports_all_needs_no_socket_option(cpus, veth, module) -> None:

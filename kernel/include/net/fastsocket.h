@@ -93,6 +93,7 @@ DECLARE_STATIC_KEY_FALSE(fastsocket_steer_key);
 DECLARE_STATIC_KEY_FALSE(fastsocket_ehash_key);
 DECLARE_STATIC_KEY_FALSE(fastsocket_ehash_mixed_key);
 extern int fastsocket_rfd_ports;
+extern bool fastsocket_steer_everywhere;
 DECLARE_PER_CPU(struct fastsocket_stats, fastsocket_stats);
 extern struct list_head fastsocket_groups;
 extern spinlock_t fastsocket_groups_lock;
@@ -111,6 +112,8 @@ bool __fastsocket_port_scan(const struct sock *sk, int low, int high,
 			    u32 *offset, u32 *remaining, int *step);
 void fastsocket_port_fallback(void);
 int __fastsocket_rx_cpu(const struct sk_buff *skb);
+void fastsocket_net_rfd_used(struct net *net);
+void fastsocket_net_rfd_reset(void);
 u32 __fastsocket_ehash(const struct net *net, u32 hash, u16 lport,
 		       __be16 fport);
 

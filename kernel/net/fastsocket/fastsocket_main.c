@@ -136,6 +136,8 @@ static void fs_apply_steer(bool on)
  * steering turns rps_needed on, which costs every received packet of
  * every device a get_rps_cpu() call, so a server that makes no active
  * connections through us (nginx, memcached) does not pay for it.
+ * Automatic steering covers only the network namespaces that asked for
+ * RFD ports, unless every socket gets one (rfd_ports=2).
  */
 static void fs_sync_steer(void)
 {
@@ -146,6 +148,8 @@ static void fs_sync_steer(void)
 	       (rfd_steer == FS_STEER_ON ||
 		(rfd_steer == FS_STEER_AUTO &&
 		 (fs_rfd_used || rfd_ports == FASTSOCKET_RFD_ALL)));
+	WRITE_ONCE(fastsocket_steer_everywhere,
+		   rfd_steer == FS_STEER_ON || rfd_ports == FASTSOCKET_RFD_ALL);
 	if (want != fs_steering) {
 		fs_apply_steer(want);
 		WRITE_ONCE(fs_steering, want);
@@ -209,7 +213,7 @@ static const struct kernel_param_ops rfd_steer_ops = {
 };
 module_param_cb(rfd_steer, &rfd_steer_ops, &rfd_steer, 0644);
 MODULE_PARM_DESC(rfd_steer,
-		 "steer active connections' packets to the CPU their port names: 0 off, 1 on, 2 once a socket uses a CPU-encoded port (default; needs CONFIG_RPS)");
+		 "steer active connections' packets to the CPU their port names: 0 off, 1 on, 2 in the network namespaces where a socket uses a CPU-encoded port (default; needs CONFIG_RPS)");
 
 /*
  * The established-table partition. Lookups learn to try both hashes
@@ -330,6 +334,8 @@ static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
 	if (val && READ_ONCE(rfd_ports) == FASTSOCKET_RFD_OFF)
 		return -EOPNOTSUPP;
 	inet_assign_bit(FASTSOCKET_RFD, sk, val);
+	if (val)
+		fastsocket_net_rfd_used(sock_net(sk));
 	if (val && !READ_ONCE(fs_rfd_used)) {
 		mutex_lock(&fs_mutex);
 		WRITE_ONCE(fs_rfd_used, true);
@@ -465,6 +471,7 @@ static int __init fastsocket_init(void)
 		return err;
 	}
 	mutex_lock(&fs_mutex);
+	fastsocket_net_rfd_reset();
 	fs_loaded = true;
 	if (listen_spawn != FS_SPAWN_OFF)
 		static_branch_enable(&fastsocket_listen_key);

@@ -34,6 +34,7 @@
 #include <net/inet_hashtables.h>
 #include <net/ip.h>
 #include <net/ipv6.h>
+#include <net/netns/generic.h>
 #include <net/request_sock.h>
 #include <net/sock.h>
 #include <net/tcp.h>
@@ -631,7 +632,71 @@ void fastsocket_port_fallback(void)
 }
 EXPORT_SYMBOL_GPL(fastsocket_port_fallback);
 
+/*
+ * Where steering applies. Unless fastsocket_steer_everywhere is set, only
+ * packets received in a network namespace where a socket asked for a
+ * CPU-encoded port since the module last loaded are steered: the
+ * namespaces of processes that do not use RFD (other containers, the
+ * clients of a test on the same machine) keep RPS, and pay no
+ * classification. A namespace records the load it saw RFD in, so a
+ * reload forgets every namespace without walking them.
+ */
+struct fs_net {
+	u32 rfd_epoch;		/* fs_rfd_epoch when a socket here asked for RFD */
+};
+
+static unsigned int fs_net_id __read_mostly;
+static u32 fs_rfd_epoch __read_mostly = 1;
+bool fastsocket_steer_everywhere __read_mostly;
+EXPORT_SYMBOL_GPL(fastsocket_steer_everywhere);
+
+static struct pernet_operations fs_net_ops = {
+	.id = &fs_net_id,
+	.size = sizeof(struct fs_net),
+};
+
+static int __init fastsocket_hooks_init(void)
+{
+	return register_pernet_subsys(&fs_net_ops);
+}
+subsys_initcall(fastsocket_hooks_init);
+
+/* A socket in @net asked for RFD. */
+void fastsocket_net_rfd_used(struct net *net)
+{
+	struct fs_net *fsn;
+	u32 epoch = READ_ONCE(fs_rfd_epoch);
+
+	if (!fs_net_id)
+		return;
+	fsn = net_generic(net, fs_net_id);
+	if (READ_ONCE(fsn->rfd_epoch) != epoch)	/* no store on every connect */
+		WRITE_ONCE(fsn->rfd_epoch, epoch);
+}
+EXPORT_SYMBOL_GPL(fastsocket_net_rfd_used);
+
+/* Forget which namespaces used RFD: the module calls this as it loads. */
+void fastsocket_net_rfd_reset(void)
+{
+	u32 epoch = READ_ONCE(fs_rfd_epoch) + 1;
+
+	WRITE_ONCE(fs_rfd_epoch, epoch ?: 1);	/* 0 is a new namespace's */
+}
+EXPORT_SYMBOL_GPL(fastsocket_net_rfd_reset);
+
 #ifdef CONFIG_RPS
+static bool fs_net_steers(const struct net *net)
+{
+	const struct fs_net *fsn;
+
+	if (READ_ONCE(fastsocket_steer_everywhere))
+		return true;
+	if (!fs_net_id)
+		return false;
+	fsn = net_generic(net, fs_net_id);
+	return READ_ONCE(fsn->rfd_epoch) == READ_ONCE(fs_rfd_epoch);
+}
+
 /*
  * RFD ports come from ip_local_port_range: a destination port outside it
  * is not ours, and needs no listener walk to be left to RPS.
@@ -682,7 +747,8 @@ static int fs_rx_by_ports(const struct net *net, unsigned short sport,
  * local port names its CPU, so its packets go there; passive ones are
  * left to RSS/RPS. Loopback packets are left alone: no NIC hash put them
  * on a random CPU, the sender's CPU already has both ends' state, and a
- * local client that did not ask for RFD would see its replies moved.
+ * local client that did not ask for RFD would see its replies moved; so
+ * are the packets of namespaces that do not use RFD (fs_net_steers()).
  * Called with rcu_read_lock held, before RPS.
  */
 int __fastsocket_rx_cpu(const struct sk_buff *skb)
@@ -694,7 +760,7 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 	unsigned int cpu;
 	int active;
 
-	if (skb->dev->flags & IFF_LOOPBACK)
+	if ((skb->dev->flags & IFF_LOOPBACK) || !fs_net_steers(net))
 		return -1;
 	if (skb->protocol == htons(ETH_P_IP)) {
 		const struct iphdr *iph;

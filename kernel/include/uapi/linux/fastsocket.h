@@ -56,7 +56,8 @@
  *      range (ip_local_port_range, narrowed by IP_LOCAL_PORT_RANGE);
  *      otherwise any free port, as without the option. With the module
  *      parameter rfd_steer=2 (the default: steering starts with the first
- *      socket that sets this option) or 1, incoming packets of such
+ *      socket that sets this option, in the network namespaces where one
+ *      did) or 1 (everywhere), incoming packets of such
  *      connections are then processed on CPU c. Set it before connect()
  *      or bind(); pin the thread to c.
  *   0: stock port selection (the default, unless rfd_ports=2).
