@@ -16,13 +16,16 @@
  *
  *  - listen() enables a TCP listening socket G (TCP_FASTSOCKET_LISTEN) and
  *    tracks it as an enabled listener.
- *  - The first epoll_ctl(EPOLL_CTL_ADD) of G in a process (or its first
- *    accept() on G, if G is already in one of its epoll sets) spawns the
- *    process's local listener L for its CPU (TCP_FASTSOCKET_LOCAL), if G is
- *    non-blocking and the process is pinned to one CPU (or FSOCKET_PIN=1).
- *  - L is registered in every epoll set where the process registered G,
- *    with G's epoll_event, so the application takes L's readiness for G's.
- *    accept() on G takes a connection from L first, then from G.
+ *  - The first epoll_ctl(EPOLL_CTL_ADD) of G by a thread on CPU c (or its
+ *    first accept() on G, if G is already in one of its epoll sets) spawns
+ *    the process's local listener L for c (TCP_FASTSOCKET_LOCAL), if G is
+ *    non-blocking and the thread is pinned to c (or FSOCKET_PIN=1). A
+ *    process whose threads are pinned to different CPUs and watch G from
+ *    epoll sets of their own (HAProxy) gets an L for each of their CPUs.
+ *  - L is registered in the epoll sets where the process registered G
+ *    (the invariant below), with G's epoll_event, so the application
+ *    takes L's readiness for G's. accept() on G takes a connection from
+ *    the calling CPU's L first, then from G.
  *  - close() of G closes L first (the kernel moves L's queue to G); a
  *    forked child closes the local listeners it inherited and spawns its
  *    own.
@@ -32,7 +35,7 @@
  * registered G, or, when there is no such set, in every set in which the
  * process has G (as far as this library saw). A thread pinned elsewhere,
  * with an epoll set of its own (HAProxy's threads), is then not woken for
- * the connections L holds for another CPU. A connection queued on L wakes
+ * the connections an L holds for another CPU. A connection queued on L wakes
  * only L's waiters, so an L that nobody watches would strand its
  * connections: whenever the invariant cannot hold, L is closed and its
  * queue goes back to G.
@@ -57,6 +60,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +85,10 @@
 #define FD_LISTENER	0x1	/* an enabled listener (has a struct lsn) */
 #define FD_EPOLL	0x2	/* an epoll set holding an enabled listener */
 #define FD_LOCAL	0x4	/* one of our local listeners */
-#define FD_KLOCAL	0x8	/* kernel mode: an enabled listener that has its local listener */
+#define FD_KLOCAL	0x8	/* kernel mode: an enabled listener that has local listeners */
+
+/* Local listeners per enabled listener and process: the bits of reg.mirrored. */
+#define MAX_LOCALS	64
 
 /* Things reported at most once per process with FSOCKET_VERBOSE=1. */
 enum {
@@ -97,11 +104,16 @@ enum {
 	R_RFD		= 1 << 8,
 };
 
-/* A local listener L of this process. */
+/*
+ * A local listener L of this process. A process has one per enabled
+ * listener G and CPU its pinned threads watch G from: a worker process
+ * one, a server with a thread per CPU (HAProxy) one per thread.
+ */
 struct local {
-	struct local *next;	/* on dead_locals */
+	struct local *next;	/* G's next local, or on dead_locals */
 	int fd;
 	int cpu;
+	unsigned int slot;	/* its bit in reg.mirrored */
 	unsigned int busy;	/* threads inside accept4(fd) */
 	bool dead;		/* detached: closed when busy drops to 0 */
 	bool gone;		/* fd was closed or replaced behind our back */
@@ -111,13 +123,13 @@ struct local {
 struct reg {
 	int epfd;
 	int cpu;		/* the registering thread's only CPU, or -1 */
-	bool mirrored;		/* the local listener is registered there too */
+	uint64_t mirrored;	/* slots of the local listeners registered there too */
 	struct epoll_event ev;
 };
 
 enum lsn_state {
 	LS_NONE,	/* no local listener, none tried since the last change */
-	LS_LOCAL,	/* loc is this process's local listener */
+	LS_LOCAL,	/* locs holds this process's local listeners */
 	LS_SKIP,	/* not eligible yet (blocking, unpinned, no epoll) */
 	LS_FAILED,	/* refused or broken: not retried in this process */
 };
@@ -130,8 +142,9 @@ struct lsn {
 	int backlog;		/* portable mode: the locals listen with G's */
 	enum lsn_state state;
 	bool accept_tried;	/* accept() already evaluated G since the last ADD */
-	bool announced;
-	struct local *loc;
+	uint64_t announced;	/* CPUs whose local listener was reported */
+	uint64_t refused;	/* CPUs a further local listener failed for */
+	struct local *locs;
 	struct reg *regs;
 	unsigned int nregs;
 	unsigned int cap;
@@ -160,8 +173,8 @@ static struct local *dead_locals;
 static unsigned int reported;
 /* Written under lock, read without it as a fast filter. */
 static unsigned char fd_flags[FSOCKET_MAX_FDS];
-/* Kernel mode, by G's number: its local listener's CPU while FD_KLOCAL is set. */
-static short klocal_cpu[FSOCKET_MAX_FDS];
+/* Kernel mode, by G's number: the CPUs (below 64) of its local listeners while FD_KLOCAL is set. */
+static uint64_t klocal_cpus[FSOCKET_MAX_FDS];
 /* Kernel mode, by G's number: the last accept() on G came back empty. */
 static unsigned char klocal_empty[FSOCKET_MAX_FDS];
 
@@ -315,29 +328,53 @@ static struct lsn *lsn_find(int fd)
 	return NULL;
 }
 
+static uint64_t bit64(unsigned int n)
+{
+	return n < 64 ? (uint64_t)1 << n : 0;
+}
+
+/* rec's local listener for cpu, or NULL. */
+static struct local *lsn_local_on(const struct lsn *rec, int cpu)
+{
+	struct local *loc;
+
+	for (loc = rec->locs; loc; loc = loc->next)
+		if (loc->cpu == cpu)
+			return loc;
+	return NULL;
+}
+
 static struct lsn *lsn_of_local(const struct local *loc)
 {
+	struct local *l;
 	struct lsn *rec;
 
 	for (rec = lsns; rec; rec = rec->next)
-		if (rec->loc == loc)
-			return rec;
+		for (l = rec->locs; l; l = l->next)
+			if (l == loc)
+				return rec;
 	return NULL;
+}
+
+static bool owns_number(const struct local *list, int fd, const struct local *skip)
+{
+	const struct local *loc;
+
+	for (loc = list; loc; loc = loc->next)
+		if (loc != skip && !loc->gone && loc->fd == fd)
+			return true;
+	return false;
 }
 
 /* Does one of our local listeners, other than skip, still own number fd? */
 static bool local_number_owned(int fd, const struct local *skip)
 {
-	struct local *loc;
 	struct lsn *rec;
 
 	for (rec = lsns; rec; rec = rec->next)
-		if (rec->loc && rec->loc != skip && !rec->loc->gone && rec->loc->fd == fd)
+		if (owns_number(rec->locs, fd, skip))
 			return true;
-	for (loc = dead_locals; loc; loc = loc->next)
-		if (loc != skip && !loc->gone && loc->fd == fd)
-			return true;
-	return false;
+	return owns_number(dead_locals, fd, skip);
 }
 
 static void local_free(struct local *loc)
@@ -381,35 +418,65 @@ static void local_mark_gone(struct local *loc)
 		fdf_clear(loc->fd, FD_LOCAL);
 }
 
-/* Take rec's local listener out of every epoll set we put it in. */
-static void lsn_unmirror(struct lsn *rec)
+/* Take loc out of every epoll set of rec's we put it in. */
+static void lsn_unmirror(struct lsn *rec, struct local *loc)
 {
-	struct local *loc = rec->loc;
+	uint64_t bit = bit64(loc->slot);
 	unsigned int i;
 
 	for (i = 0; i < rec->nregs; i++) {
-		if (rec->regs[i].mirrored && loc && !loc->gone)
+		if ((rec->regs[i].mirrored & bit) && !loc->gone)
 			real_epoll_ctl(rec->regs[i].epfd, EPOLL_CTL_DEL, loc->fd, NULL);
-		rec->regs[i].mirrored = false;
+		rec->regs[i].mirrored &= ~bit;
 	}
 }
 
+/* Kernel mode: publish which CPUs have rec's local listeners, for accept_kernel(). */
+static void lsn_publish(struct lsn *rec)
+{
+	uint64_t cpus = 0;
+	struct local *loc;
+
+	if (conf.mode != FSOCKET_MODE_KERNEL)
+		return;
+	for (loc = rec->locs; loc; loc = loc->next)
+		cpus |= bit64((unsigned int)loc->cpu);
+	__atomic_store_n(&klocal_cpus[rec->fd], cpus, __ATOMIC_RELAXED);
+	__atomic_store_n(&klocal_empty[rec->fd], 0, __ATOMIC_RELAXED);
+	if (rec->locs)
+		fdf_set(rec->fd, FD_KLOCAL);
+	else
+		fdf_clear(rec->fd, FD_KLOCAL);
+}
+
 /*
- * Stop using rec's local listener: out of the epoll sets first, so no
- * event for it reaches the application once G is gone, then closed (the
- * kernel moves its queue to G).
+ * Stop using one of rec's local listeners: out of the epoll sets first, so
+ * no event for it reaches the application once G is gone, then closed
+ * (the kernel moves its queue to G).
  */
+static void lsn_drop_one(struct lsn *rec, struct local *loc)
+{
+	struct local **p;
+
+	for (p = &rec->locs; *p; p = &(*p)->next) {
+		if (*p == loc) {
+			*p = loc->next;
+			break;
+		}
+	}
+	lsn_unmirror(rec, loc);
+	lsn_publish(rec);
+	local_release(loc);
+	if (!rec->locs && rec->state == LS_LOCAL)
+		rec->state = LS_NONE;
+}
+
+/* ... all of them. */
 static void lsn_drop_local(struct lsn *rec, enum lsn_state state)
 {
-	struct local *loc = rec->loc;
-
+	while (rec->locs)
+		lsn_drop_one(rec, rec->locs);
 	rec->state = state;
-	if (!loc)
-		return;
-	fdf_clear(rec->fd, FD_KLOCAL);
-	lsn_unmirror(rec);
-	rec->loc = NULL;
-	local_release(loc);
 }
 
 static void lsn_fail(struct lsn *rec, unsigned int what, const char *op, int err)
@@ -421,7 +488,8 @@ static void lsn_fail(struct lsn *rec, unsigned int what, const char *op, int err
 
 static void lsn_skip(struct lsn *rec, unsigned int what, const char *why)
 {
-	rec->state = LS_SKIP;
+	if (!rec->locs)
+		rec->state = LS_SKIP;
 	report(what, "libfsocket: pid %d: listen fd %d %s; not accelerated\n",
 	       (int)getpid(), rec->fd, why);
 }
@@ -487,7 +555,7 @@ static int lsn_reg_add(struct lsn *rec, int epfd, const struct epoll_event *ev)
 	}
 	rec->regs[rec->nregs].epfd = epfd;
 	rec->regs[rec->nregs].cpu = thread_cpu();
-	rec->regs[rec->nregs].mirrored = false;
+	rec->regs[rec->nregs].mirrored = 0;
 	rec->regs[rec->nregs].ev = *ev;
 	fdf_set(epfd, FD_EPOLL);
 	return (int)rec->nregs++;
@@ -518,11 +586,12 @@ static void epfd_refresh(int epfd)
 static void lsn_reg_remove(struct lsn *rec, unsigned int i)
 {
 	struct reg *reg = &rec->regs[i];
-
+	struct local *loc;
 	int err;
 
-	if (reg->mirrored && rec->loc && !rec->loc->gone)
-		real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, rec->loc->fd, NULL);
+	for (loc = rec->locs; loc; loc = loc->next)
+		if ((reg->mirrored & bit64(loc->slot)) && !loc->gone)
+			real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, loc->fd, NULL);
 	rec->regs[i] = rec->regs[--rec->nregs];
 	/* It may have been the only set of a thread on L's CPU: the others get L. */
 	err = lsn_sync_mirrors(rec, -1);
@@ -530,13 +599,13 @@ static void lsn_reg_remove(struct lsn *rec, unsigned int i)
 		lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
 }
 
-/* Register rec's local listener in reg's epoll set, with G's event. */
-static int lsn_mirror(struct lsn *rec, struct reg *reg)
+/* Register local listener loc in reg's epoll set, with G's event. */
+static int lsn_mirror(struct reg *reg, const struct local *loc)
 {
 	struct epoll_event ev = reg->ev;
-	int l = rec->loc->fd;
+	int l = loc->fd;
 
-	if (reg->mirrored) {
+	if (reg->mirrored & bit64(loc->slot)) {
 		if (!real_epoll_ctl(reg->epfd, EPOLL_CTL_MOD, l, &ev))
 			return 0;
 		if (errno != ENOENT)
@@ -548,7 +617,7 @@ static int lsn_mirror(struct lsn *rec, struct reg *reg)
 		if (real_epoll_ctl(reg->epfd, EPOLL_CTL_MOD, l, &ev))
 			return errno;
 	}
-	reg->mirrored = true;
+	reg->mirrored |= bit64(loc->slot);
 	return 0;
 }
 
@@ -559,42 +628,47 @@ static bool reg_serves(const struct reg *reg, const struct local *loc)
 }
 
 /* Does reg's epoll set get L (the invariant above)? */
-static bool lsn_wants_mirror(const struct lsn *rec, const struct reg *reg)
+static bool lsn_wants_mirror(const struct lsn *rec, const struct reg *reg, const struct local *loc)
 {
 	unsigned int i;
 
-	if (reg_serves(reg, rec->loc))
+	if (reg_serves(reg, loc))
 		return true;
 	for (i = 0; i < rec->nregs; i++)
-		if (reg_serves(&rec->regs[i], rec->loc))
+		if (reg_serves(&rec->regs[i], loc))
 			return false;
 	return true;
 }
 
 /*
- * Mirror L where the invariant wants it and nowhere else; force: also
- * refresh the event of sets that already have it. Returns 0 or an errno.
+ * Mirror each L where the invariant wants it and nowhere else; force:
+ * also refresh the event of sets that already have it. Returns 0 or an
+ * errno.
  */
 static int lsn_sync_mirrors(struct lsn *rec, int force_epfd)
 {
-	struct local *loc = rec->loc;
+	struct local *loc;
 	unsigned int i;
 	int err;
 
-	if (!loc || loc->gone)
-		return 0;
-	for (i = 0; i < rec->nregs; i++) {
-		struct reg *reg = &rec->regs[i];
+	for (loc = rec->locs; loc; loc = loc->next) {
+		uint64_t bit = bit64(loc->slot);
 
-		if (lsn_wants_mirror(rec, reg)) {
-			if (reg->mirrored && reg->epfd != force_epfd)
-				continue;
-			err = lsn_mirror(rec, reg);
-			if (err)
-				return err;
-		} else if (reg->mirrored) {
-			real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, loc->fd, NULL);
-			reg->mirrored = false;
+		if (loc->gone)
+			continue;
+		for (i = 0; i < rec->nregs; i++) {
+			struct reg *reg = &rec->regs[i];
+
+			if (lsn_wants_mirror(rec, reg, loc)) {
+				if ((reg->mirrored & bit) && reg->epfd != force_epfd)
+					continue;
+				err = lsn_mirror(reg, loc);
+				if (err)
+					return err;
+			} else if (reg->mirrored & bit) {
+				real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, loc->fd, NULL);
+				reg->mirrored &= ~bit;
+			}
 		}
 	}
 	return 0;
@@ -634,7 +708,6 @@ static int pick_cpu(int fd)
 	return cpu;
 }
 
-/* Give this process a local listener for rec, registered wherever G is. */
 static bool listener_wanted(int fd, int *family);
 
 /* Portable mode and fastsocket.ko both need the tables. */
@@ -697,11 +770,44 @@ static int portable_local(int l, const struct lsn *rec, int cpu, const char **op
 	return 0;
 }
 
+/* The lowest slot none of rec's local listeners has, or MAX_LOCALS. */
+static unsigned int lsn_free_slot(const struct lsn *rec)
+{
+	uint64_t used = 0;
+	const struct local *loc;
+	unsigned int slot;
+
+	for (loc = rec->locs; loc; loc = loc->next)
+		used |= bit64(loc->slot);
+	for (slot = 0; slot < MAX_LOCALS && (used & bit64(slot)); slot++)
+		;
+	return slot;
+}
+
+/*
+ * No local listener for cpu: the process's first one failed, so the
+ * process passes through and does not retry; a further one (another CPU
+ * of a multi-threaded process) is not retried for that CPU, and the
+ * local listeners the process has stay.
+ */
+static void lsn_spawn_failed(struct lsn *rec, int cpu, unsigned int what, const char *op, int err)
+{
+	if (!rec->locs) {
+		lsn_fail(rec, what, op, err);
+		return;
+	}
+	rec->refused |= bit64((unsigned int)cpu);
+	report(what, "libfsocket: pid %d: no local listener for listen fd %d on CPU %d: %s: %s\n",
+	       (int)getpid(), rec->fd, cpu, op, strerror(err));
+}
+
+/* Give the calling thread's CPU a local listener for rec, unless it has one. */
 static void lsn_spawn(struct lsn *rec)
 {
 	struct fastsocket_local req;
 	const char *op = "";
 	struct local *loc;
+	unsigned int slot;
 	int fl, cpu, l, err;
 
 	fl = fcntl(rec->fd, F_GETFL);
@@ -721,17 +827,25 @@ static void lsn_spawn(struct lsn *rec)
 	}
 	cpu = pick_cpu(rec->fd);
 	if (cpu < 0) {
-		rec->state = LS_SKIP;
+		if (!rec->locs)
+			rec->state = LS_SKIP;
+		return;
+	}
+	if (lsn_local_on(rec, cpu))
+		return;
+	slot = lsn_free_slot(rec);
+	if (slot >= MAX_LOCALS) {
+		lsn_spawn_failed(rec, cpu, R_TABLE, "local listeners per listener", ENOSPC);
 		return;
 	}
 	l = socket(rec->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (l < 0) {
-		lsn_fail(rec, R_LOCAL, "socket", errno);
+		lsn_spawn_failed(rec, cpu, R_LOCAL, "socket", errno);
 		return;
 	}
 	if (l >= FSOCKET_MAX_FDS) {
 		real_close(l);
-		lsn_fail(rec, R_TABLE, "socket", EMFILE);
+		lsn_spawn_failed(rec, cpu, R_TABLE, "socket", EMFILE);
 		return;
 	}
 	req.listen_fd = rec->fd;
@@ -744,35 +858,44 @@ static void lsn_spawn(struct lsn *rec)
 	}
 	if (err) {
 		real_close(l);
-		lsn_fail(rec, R_LOCAL, op, err);
+		lsn_spawn_failed(rec, cpu, R_LOCAL, op, err);
 		return;
 	}
 	loc = calloc(1, sizeof(*loc));
 	if (!loc) {
 		real_close(l);
-		lsn_fail(rec, R_LOCAL, "calloc", ENOMEM);
+		lsn_spawn_failed(rec, cpu, R_LOCAL, "calloc", ENOMEM);
 		return;
 	}
 	loc->fd = l;
 	loc->cpu = cpu;
+	loc->slot = slot;
 	fdf_set(l, FD_LOCAL);
-	rec->loc = loc;
+	loc->next = rec->locs;
+	rec->locs = loc;
 	rec->state = LS_LOCAL;
-	if (conf.mode == FSOCKET_MODE_KERNEL) {
-		__atomic_store_n(&klocal_cpu[rec->fd], (short)cpu, __ATOMIC_RELAXED);
-		__atomic_store_n(&klocal_empty[rec->fd], 0, __ATOMIC_RELAXED);
-		fdf_set(rec->fd, FD_KLOCAL);
-	}
+	lsn_publish(rec);
 	err = lsn_sync_mirrors(rec, -1);
 	if (err) {
 		lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
 		return;
 	}
-	if (!rec->announced) {
-		rec->announced = true;
+	if (!(rec->announced & bit64((unsigned int)cpu))) {
+		rec->announced |= bit64((unsigned int)cpu);
 		report(R_ALWAYS, "libfsocket: pid %d: local listener fd %d for listen fd %d on CPU %d\n",
 		       (int)getpid(), l, rec->fd, cpu);
 	}
+}
+
+/*
+ * Does an EPOLL_CTL_ADD of G into reg call for a local listener? The
+ * process's first, and one for each further CPU a thread pinned to it
+ * watches G from.
+ */
+static bool lsn_wants_local(const struct lsn *rec, const struct reg *reg)
+{
+	return !rec->locs || (reg->cpu >= 0 && !(rec->refused & bit64((unsigned int)reg->cpu)) &&
+			      !lsn_local_on(rec, reg->cpu));
 }
 
 /* The application registered, changed or removed G in epfd: follow with L. */
@@ -806,13 +929,14 @@ static void lsn_epoll(struct lsn *rec, int epfd, int op, const struct epoll_even
 			lsn_fail(rec, R_TABLE, "tracking the epoll fd", ENOMEM);
 		return;
 	}
-	if (rec->loc) {
+	if (rec->locs) {
 		err = lsn_sync_mirrors(rec, epfd);
-		if (err)
+		if (err) {
 			lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
-		return;
+			return;
+		}
 	}
-	if (op == EPOLL_CTL_ADD && rec->state != LS_FAILED) {
+	if (op == EPOLL_CTL_ADD && rec->state != LS_FAILED && lsn_wants_local(rec, &rec->regs[i])) {
 		rec->accept_tried = false;
 		lsn_spawn(rec);
 	}
@@ -862,12 +986,14 @@ static void local_number_closed(int fd)
 	struct lsn *rec;
 
 	for (rec = lsns; rec; rec = rec->next) {
-		loc = rec->loc;
-		if (!loc || loc->gone || loc->fd != fd)
+		for (loc = rec->locs; loc; loc = loc->next)
+			if (!loc->gone && loc->fd == fd)
+				break;
+		if (!loc)
 			continue;
-		lsn_unmirror(rec);
+		lsn_unmirror(rec, loc);
 		loc->gone = true;
-		lsn_drop_local(rec, LS_NONE);
+		lsn_drop_one(rec, loc);
 		rec->accept_tried = false;
 		report(R_ALWAYS, "libfsocket: pid %d: the application closed local listener fd %d\n",
 		       (int)getpid(), fd);
@@ -937,9 +1063,14 @@ static bool fd_open(int fd)
 
 /* -- accept -------------------------------------------------------------------- */
 
-/* rec's local listener for this process, spawning it if accept() may (lock held). */
+/*
+ * The local listener accept() on G takes first (lock held): the calling
+ * CPU's, else the process's only one, spawned if accept() may; NULL when
+ * the process has none or only other CPUs' (their threads take those).
+ */
 static struct local *local_get(int fd)
 {
+	struct local *loc;
 	struct lsn *rec;
 
 	if (!ours_fast())
@@ -947,13 +1078,16 @@ static struct local *local_get(int fd)
 	rec = lsn_find(fd);
 	if (!rec)
 		return NULL;
-	if (!rec->loc && rec->state != LS_FAILED && !rec->accept_tried) {
+	if (!rec->locs && rec->state != LS_FAILED && !rec->accept_tried) {
 		rec->accept_tried = true;
 		lsn_spawn(rec);
 	}
-	if (rec->loc)
-		rec->loc->busy++;
-	return rec->loc;
+	loc = rec->locs;
+	if (loc && loc->next)
+		loc = lsn_local_on(rec, sched_getcpu());
+	if (loc)
+		loc->busy++;
+	return loc;
 }
 
 static void local_put(struct local *loc, enum put_how how)
@@ -1061,7 +1195,8 @@ static bool accept_kernel(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, 
 	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 		err = errno;
 		if (!__atomic_load_n(&klocal_empty[fd], __ATOMIC_RELAXED) &&
-		    sched_getcpu() == __atomic_load_n(&klocal_cpu[fd], __ATOMIC_RELAXED)) {
+		    (bit64((unsigned int)sched_getcpu()) &
+		     __atomic_load_n(&klocal_cpus[fd], __ATOMIC_RELAXED))) {
 			__atomic_store_n(&klocal_empty[fd], 1, __ATOMIC_RELAXED);
 			errno = err;
 			*res = ret;
@@ -1137,13 +1272,15 @@ static void atfork_child(void)
 			fdf_clear(rec->regs[i].epfd, FD_EPOLL);
 		rec->nregs = 0;
 		fdf_clear(rec->fd, FD_KLOCAL);
-		loc = rec->loc;
-		rec->loc = NULL;
-		if (loc)
+		for (loc = rec->locs; loc; loc = next) {
+			next = loc->next;
 			local_free(loc);
+		}
+		rec->locs = NULL;
 		rec->state = LS_NONE;
 		rec->accept_tried = false;
-		rec->announced = false;
+		rec->announced = 0;
+		rec->refused = 0;
 	}
 	for (loc = dead_locals; loc; loc = next) {
 		next = loc->next;
