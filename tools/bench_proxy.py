@@ -73,7 +73,7 @@ HAPROXY = """global
     nbthread {n}
     cpu-map auto:1/1-{n} 0-{last}
     maxconn 20000
-defaults
+{extra}defaults
     mode http
     option httpclose
     http-reuse never
@@ -95,6 +95,7 @@ def guest_script(
     rounds: int,
     variants: tuple[str, ...] = VARIANTS,
     client_cpus: int = 0,
+    haproxy_global: tuple[str, ...] = (),
 ) -> str:
     """The guest's run: HAProxy on CPUs 0..cpus-1; wrk and nginx on the client_cpus after them (0: shared)."""
     lib = kernel_dir / "libfsocket.so"
@@ -110,6 +111,7 @@ def guest_script(
         on_client = taskset(cpus, client_cpus)
         links += ["pxC:vwC", "pxW:vwW"]
     rps = {"vpC": smask, "vwC": smask, "vpS": cmask, "vwW": cmask}
+    haproxy_cfg = HAPROXY.format(n=cpus, last=cpus - 1, fe=fe, extra="".join(f"    {g}\n" for g in haproxy_global))
     lines = [
         "ulimit -n 65536",
         "ip netns add pxS && ip netns add pxC",
@@ -130,7 +132,7 @@ def guest_script(
     lines += [
         f"mkdir -p {d}/www && head -c 64 /dev/zero | tr '\\0' x > {d}/www/index.html",
         f"cat > {d}/nginx.conf <<'CONF'\n{NGINX.format(n=backends, d=d)}CONF",
-        f"cat > {d}/haproxy.cfg <<'CONF'\n{HAPROXY.format(n=cpus, last=cpus - 1, fe=fe)}CONF",
+        f"cat > {d}/haproxy.cfg <<'CONF'\n{haproxy_cfg}CONF",
         f"ip netns exec pxS {on_client}nginx -c {d}/nginx.conf -p {d} 2>{d}/nginx.err & NGINX=$!",
         "for i in $(seq 50); do ip netns exec pxC wrk -t1 -c1 -d1s http://10.95.0.2/index.html >/dev/null 2>&1"
         " && break; sleep 0.2; done",
@@ -238,6 +240,8 @@ def print_report(data: dict, rounds: int) -> None:
     names = tuple(vs)  # the variants of this run, stock first
     cols = "".join(f"{v:>18}" for v in names)
     where = f"wrk and nginx on {data['client_cpus']} vCPUs of their own" if data.get("client_cpus") else "one box"
+    if data.get("haproxy_global"):
+        where += "; HAProxy global: " + ", ".join(data["haproxy_global"])
     print(
         f"HAProxy -> nginx over veth+RPS ({where}), one new backend connection per request; {rounds} interleaved rounds"
     )
@@ -333,8 +337,18 @@ def main() -> int:
         metavar="K",
         help="K more vCPUs for wrk and the nginx backend, HAProxy alone on the --cpus ones (default 0: shared)",
     )
+    ap.add_argument(
+        "--haproxy-global",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="one more line for HAProxy's global section, in every variant (repeatable),"
+        " e.g. 'tune.listener.multi-queue off'",
+    )
     add_accel_argument(ap)
     args = ap.parse_args()
+    if any(not g.strip() or "\n" in g for g in args.haproxy_global):
+        ap.error("--haproxy-global takes one non-empty line")
     if args.seconds < 1 or args.rounds < 1 or args.cpus < 2:
         ap.error("--seconds and --rounds must be at least 1, --cpus at least 2")
     if args.client_cpus < 0:
@@ -346,12 +360,23 @@ def main() -> int:
         if not (args.kernel_dir / "manifest.json").exists():
             ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
         outdir = results_dir("proxy")
-        script = guest_script(args.kernel_dir, args.cpus, args.seconds, args.rounds, variants, args.client_cpus)
+        script = guest_script(
+            args.kernel_dir,
+            args.cpus,
+            args.seconds,
+            args.rounds,
+            variants,
+            args.client_cpus,
+            tuple(args.haproxy_global),
+        )
         run_guest(args.kernel_dir, script, outdir, cpus=args.cpus + args.client_cpus, accel=args.accel)
         (outdir / "client-cpus").write_text(f"{args.client_cpus}\n")
+        (outdir / "haproxy-global").write_text("".join(f"{g}\n" for g in args.haproxy_global))
     data = collect(outdir, args.rounds, variants)
     clients = outdir / "client-cpus"
     data["client_cpus"] = int(clients.read_text()) if clients.exists() else 0
+    extra = outdir / "haproxy-global"
+    data["haproxy_global"] = extra.read_text().splitlines() if extra.exists() else []
     print_report(data, args.rounds)
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")

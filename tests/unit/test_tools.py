@@ -355,6 +355,18 @@ def test_the_a_a_control_runs_exactly_as_stock_in_both_benchmarks() -> None:
     assert [("LD_PRELOAD" in line) for line in haproxy] == [False, False, True]
 
 
+def test_bench_proxy_haproxy_global_lines_reach_every_variant() -> None:
+    bp = load("bench_proxy")
+    script = bp.guest_script(
+        Path("/k"), 2, 1, 2, ("stock", "fastsocket"), haproxy_global=("tune.listener.multi-queue off",)
+    )
+    cfg = script.split("haproxy.cfg <<'CONF'\n", 1)[1].split("CONF", 1)[0]
+    assert "    maxconn 20000\n    tune.listener.multi-queue off\ndefaults" in cfg
+    assert script.count("haproxy -db -f /tmp/px/haproxy.cfg") == 4  # one config, every run
+    plain = bp.guest_script(Path("/k"), 2, 1, 1, ("stock",))
+    assert "    maxconn 20000\ndefaults" in plain
+
+
 def test_bench_proxy_client_cpus_leave_haproxy_alone_on_its_cpus() -> None:
     bp = load("bench_proxy")
     script = bp.guest_script(Path("/k"), 2, 3, 1, ("stock", "fastsocket"), client_cpus=2)
