@@ -308,6 +308,64 @@ def test_threads_on_other_cpus_are_not_woken_for_the_local_listener(tmp_path, th
     assert woken == 0, f"the thread on CPU {first} was woken {woken} times for CPU {other}'s: {res}"
 
 
+REFUSED = r"""
+import os, select, socket, sys, threading
+port, n, a, b = (int(x) for x in sys.argv[1:5])
+g = socket.socket(); g.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+g.bind(('127.0.0.1', port)); g.listen(256); g.setblocking(False)
+def serve(cpu, count, ready, name):
+    os.sched_setaffinity(0, {cpu})
+    ep = select.epoll(); ep.register(g.fileno(), select.EPOLLIN); ready()
+    done = 0
+    while done < count:
+        if not ep.poll(20):
+            print(f'{name}: nothing to accept for 20 s after {done}', flush=True); os._exit(3)
+        try:
+            c, _ = g.accept()
+        except BlockingIOError:
+            continue
+        c.setblocking(True); c.sendall(name.encode() + c.recv(64)); c.close(); done += 1
+    return ep
+r, w = os.pipe()
+if os.fork() == 0:                    # a worker process that takes CPU b's local listener first
+    serve(b, n, lambda: os.write(w, b'x'), 'child'); os._exit(0)
+os.read(r, 1)
+stop, on_a, on_b = threading.Event(), threading.Event(), threading.Event()
+serve_a = threading.Thread(target=serve, args=(a, n, on_a.set, 'parent')); serve_a.start()
+on_a.wait()                           # CPU a's local listener first, then the refused one
+def idle_on_b():                      # this process's thread on CPU b: its CPU is the child's
+    ep = serve(b, 0, on_b.set, 'parent-b'); stop.wait(); ep.close()
+t = threading.Thread(target=idle_on_b); t.start()
+on_b.wait(); print('ready', flush=True)
+serve_a.join(); stop.set(); t.join()
+print('pid', os.wait()[1], flush=True)
+"""
+
+
+def test_a_refused_further_cpu_leaves_the_threads_other_local_listeners(tmp_path, threaded_module) -> None:
+    """CPU b is another worker's (EBUSY): the process keeps CPU a's local listener; both CPUs stay served."""
+    a, b = fs.online_cpus()[:2]
+    n = 20
+    before = fs.read_counters()
+    srv = start_preloaded(tmp_path, REFUSED, ["7112", str(n), str(a), str(b)], {"FSOCKET_VERBOSE": "1"})
+    try:
+        for cpu, who in ((a, b"parent"), (b, b"child")):
+            with fs.pinned(cpu):
+                for i in range(n):
+                    with socket.create_connection(("127.0.0.1", 7112), timeout=10) as s:
+                        s.sendall(f"{i}".encode())
+                        assert s.recv(64) == who + f"{i}".encode(), f"connection {i} from CPU {cpu}"
+        out, err = srv.communicate(timeout=30)
+    finally:
+        srv.kill()
+    delta = fs.counter_delta(before, fs.read_counters())
+    assert srv.returncode == 0 and "pid 0" in out, (out, err)
+    assert f"on CPU {b}: TCP_FASTSOCKET_LOCAL: Device or resource busy" in err, err
+    assert "passing through" not in err, err
+    assert fs.counter_total(delta, "listen_global") == 0, delta  # every SYN met a local listener
+    assert fs.counter_total(delta, "spawned") == 2, delta
+
+
 @pytest.fixture
 def threaded_module():
     sh("modprobe fastsocket")
