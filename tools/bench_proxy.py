@@ -299,15 +299,16 @@ def plot(data: dict, path: Path) -> None:
     axes[1].set_ylim(0, 1.05)
     axes[1].set_ylabel("share of replies processed on the connecting CPU")
     if data["lock_stat"]:
-        names = top_classes(data, 8)
+        classes = top_classes(data, 8)
+        height = 0.8 / len(names)
         for k, v in enumerate(names):
             axes[2].barh(
-                [i + k * 0.27 for i in range(len(names))],
-                [vs[v]["acq_bounces_per_request"].get(n, 0) for n in names],
-                height=0.27,
+                [i + k * height for i in range(len(classes))],
+                [vs[v]["acq_bounces_per_request"].get(n, 0) for n in classes],
+                height=height,
                 label=v,
             )
-        axes[2].set_yticks([i + 0.27 for i in range(len(names))], [n[:30] for n in names], fontsize=7)
+        axes[2].set_yticks([i + 0.4 - height / 2 for i in range(len(classes))], [n[:30] for n in classes], fontsize=7)
         axes[2].invert_yaxis()
         axes[2].set_xlabel("acq-bounces per proxied request")
         axes[2].legend()
