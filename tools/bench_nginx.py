@@ -110,8 +110,10 @@ def guest_script(
     net: str = "loopback",
     client_cpus: int = 0,
     variants: tuple[str, ...] = VARIANTS,
+    per_cpu: int = 4,
 ) -> str:
-    """The guest's run: nginx on CPUs 0..cpus-1; wrk on the client_cpus after them (0: on the same ones)."""
+    """The guest's run: nginx on CPUs 0..cpus-1; wrk (per_cpu connections per nginx CPU) on the client_cpus after
+    them (0: on the same ones)."""
     if client_cpus and net != "veth":
         raise ValueError("client CPUs of their own need --net veth (on loopback a SYN is processed on wrk's CPU)")
     lib = kernel_dir / "libfsocket.so"
@@ -132,7 +134,7 @@ def guest_script(
         lines += [
             *start_nginx(v, lib, cpus, addr, client, server),
             SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.before"),
-            f"{client}wrk -t{threads} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
+            f"{client}wrk -t{threads} -c{per_cpu * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
             f" > $OUT/{v}-{cpus}-{r}.wrk",
             SNAPSHOT.format(path=f"$OUT/{v}-{cpus}-{r}.after"),
             "kill $NGINX; wait $NGINX || true",
@@ -219,8 +221,17 @@ def main() -> int:
         default=list(VARIANTS),
         help=f"variants to run, stock always first (default: {' '.join(VARIANTS)}; {CONTROL}: the A/A control)",
     )
+    ap.add_argument(
+        "--connections-per-cpu",
+        type=int,
+        default=4,
+        metavar="K",
+        help="wrk keeps K connections open per nginx vCPU (default 4; more to saturate the server)",
+    )
     add_accel_argument(ap)
     args = ap.parse_args()
+    if not 1 <= args.connections_per_cpu <= 1000:
+        ap.error("--connections-per-cpu must be between 1 and 1000")
     variants = ("stock", *dict.fromkeys(v for v in args.variants if v != "stock"))
     if args.seconds < 1 or args.rounds < 1 or any(c < 1 for c in args.cpus):
         ap.error("--seconds, --rounds and --cpus must be at least 1")
@@ -235,7 +246,16 @@ def main() -> int:
     for cpus in args.cpus:
         run_guest(
             args.kernel_dir,
-            guest_script(args.kernel_dir, cpus, args.seconds, args.rounds, args.net, args.client_cpus, variants),
+            guest_script(
+                args.kernel_dir,
+                cpus,
+                args.seconds,
+                args.rounds,
+                args.net,
+                args.client_cpus,
+                variants,
+                args.connections_per_cpu,
+            ),
             outdir,
             cpus=cpus + args.client_cpus,
             tag=f"{cpus}cpu",
@@ -265,10 +285,17 @@ def main() -> int:
             results[str(cpus)][v]["paired_ratio"] = paired_ratio(
                 results[str(cpus)][v]["runs"], results[str(cpus)]["stock"]["runs"]
             )
-    meta = {"accel": args.accel, "net": args.net, "client_cpus": args.client_cpus, "variants": list(variants)}
+    meta = {
+        "accel": args.accel,
+        "net": args.net,
+        "client_cpus": args.client_cpus,
+        "connections_per_cpu": args.connections_per_cpu,
+        "variants": list(variants),
+    }
     (outdir / "results.json").write_text(json.dumps({**meta, **results}, indent=1))
     clock = "10^9 instructions per guest second (icount)" if args.accel == "icount" else "the host's time"
     where = f"wrk on {args.client_cpus} vCPUs of its own" if args.client_cpus else "wrk on the server's vCPUs"
+    where += f", {args.connections_per_cpu} connections per nginx vCPU"
     print(f"nginx over {args.net}, {where}; guest clock: {clock}")
     print(f"connections/s, median of {args.rounds} interleaved runs [min-max], ratio of medians to stock")
     print(f"{'vCPUs':6}" + "".join(f"{v:>30}" for v in variants))

@@ -32,6 +32,11 @@ Under TCG (no KVM) the CPS figures are weak evidence: read the event counts.
 third veth pair) and the nginx backend on them, HAProxy and its RPS on the
 first --cpus: the proxy box alone on its CPUs, as in production, where
 clients and backends are other machines.
+--profile N (with --accel icount) samples every CPU every N instructions
+during the wrk runs (perf record -a) and prints, for each variant, where
+its instructions per proxied request differ from stock's, by comm and by
+symbol: the way to take a CPS difference apart. Sampling costs CPS, so
+read the CPS figures of a profiled run only against each other.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +53,7 @@ from bench_nginx import CONTROL, cpu_mask, paired_ratio, parse_wrk, taskset
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
+from profile_nginx import diff_table, parse_perf_report, per_thousand
 
 VARIANTS = ("stock", "fastsocket", "fastsocket-ehash")
 _UNLOAD = "modprobe -r fastsocket 2>/dev/null || true"
@@ -96,6 +103,8 @@ def guest_script(
     variants: tuple[str, ...] = VARIANTS,
     client_cpus: int = 0,
     haproxy_global: tuple[str, ...] = (),
+    profile: int = 0,
+    per_cpu: int = 4,
 ) -> str:
     """The guest's run: HAProxy on CPUs 0..cpus-1; wrk and nginx on the client_cpus after them (0: shared)."""
     lib = kernel_dir / "libfsocket.so"
@@ -139,6 +148,10 @@ def guest_script(
         "LOCKSTAT=0; test -e /proc/lock_stat && LOCKSTAT=1",
         "echo $LOCKSTAT > $OUT/lockstat-available",
     ]
+    record = ""
+    if profile:
+        lines += ["echo 0 > /proc/sys/kernel/kptr_restrict", "echo -1 > /proc/sys/kernel/perf_event_paranoid"]
+        record = f"perf record -q -a -e cpu-clock -c {profile} -o /tmp/perf.data -- "
     order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
     for r, v in order:
         load, env = SETUP[v]
@@ -153,7 +166,7 @@ def guest_script(
             "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-before 2>/dev/null || true",
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/lock_stat; echo 1 > /proc/sys/kernel/lock_stat; fi',
             SNAPSHOT.format(path=f"$OUT/{tag}.before"),
-            f"ip netns exec {wrk_ns} {on_client}wrk -t{client_cpus or cpus} -c{4 * cpus} -d{seconds}s"
+            f"{record}ip netns exec {wrk_ns} {on_client}wrk -t{client_cpus or cpus} -c{per_cpu * cpus} -d{seconds}s"
             f" -H 'Connection: close' http://{fe}:8094/index.html > $OUT/{tag}.wrk",
             SNAPSHOT.format(path=f"$OUT/{tag}.after"),
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/sys/kernel/lock_stat;'
@@ -163,6 +176,11 @@ def guest_script(
             f"ip netns exec pxC {on_server}{preload}python3 {probe} --host 10.95.0.2 --port 80 --per-cpu 20"
             f" > $OUT/{tag}.probe",
         ]
+        if profile:
+            lines += [
+                f"perf report -i /tmp/perf.data --stdio -n --sort comm,dso,sym > $OUT/{tag}.perf 2>/dev/null",
+                "rm -f /tmp/perf.data",
+            ]
     lines += ["kill $NGINX; wait $NGINX || true", "modprobe -r fastsocket 2>/dev/null || true"]
     return "\n".join(lines)
 
@@ -229,6 +247,34 @@ def collect(outdir: Path, rounds: int, variants: tuple[str, ...] = VARIANTS) -> 
     return data
 
 
+def collect_profile(outdir: Path, rounds: int, variants: tuple[str, ...], by: str) -> dict[str, dict[str, float]]:
+    """perf samples per 1,000 proxied requests, by `by` (see profile_nginx.KEYS), per variant ({} if not profiled)."""
+    if not (outdir / f"{variants[0]}-0.perf").exists():
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for v in variants:
+        rows: Counter[tuple[str, str, str]] = Counter()
+        requests = 0
+        for r in range(rounds):
+            requests += parse_wrk((outdir / f"{v}-{r}.wrk").read_text())["requests"]
+            rows.update(parse_perf_report((outdir / f"{v}-{r}.perf").read_text()))
+        out[v] = {" ".join(k): n for k, n in per_thousand(rows, requests, by).items()}
+    return out
+
+
+def print_profile(profile: dict[str, dict[str, float]], period: int, by: str, top: int) -> None:
+    base = profile["stock"]
+    total = sum(base.values())
+    print(f"\nperf samples per 1,000 proxied requests by {by} (1 sample = {period} instructions)")
+    for v, other in list(profile.items())[1:]:
+        t = sum(other.values())
+        extra = (t - total) * period / 1000
+        print(f"{v}: {t:.0f} vs stock {total:.0f} ({t / total:.4f}x, {extra:+.0f} instructions per request)")
+        print(f"{'diff':>9} {'stock':>9} {v[:14]:>14}  {by}")
+        for key, b, o, d in diff_table(base, other, top):
+            print(f"{d:+9.1f} {b:9.1f} {o:14.1f}  {key}")
+
+
 def top_classes(data: dict, n: int = 12) -> list[str]:
     per = [d["acq_bounces_per_request"] for d in data["variants"].values()]
     names = set().union(*per)
@@ -240,6 +286,7 @@ def print_report(data: dict, rounds: int) -> None:
     names = tuple(vs)  # the variants of this run, stock first
     cols = "".join(f"{v:>18}" for v in names)
     where = f"wrk and nginx on {data['client_cpus']} vCPUs of their own" if data.get("client_cpus") else "one box"
+    where += f", {data.get('connections_per_cpu', 4)} client connections per HAProxy vCPU"
     if data.get("haproxy_global"):
         where += "; HAProxy global: " + ", ".join(data["haproxy_global"])
     print(
@@ -346,8 +393,30 @@ def main() -> int:
         help="one more line for HAProxy's global section, in every variant (repeatable),"
         " e.g. 'tune.listener.multi-queue off'",
     )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="perf record -a every N instructions during the wrk runs (needs --accel icount), and print"
+        " where each variant's instructions per request differ from stock's",
+    )
+    ap.add_argument(
+        "--connections-per-cpu",
+        type=int,
+        default=4,
+        metavar="K",
+        help="wrk keeps K connections open per HAProxy vCPU (default 4; more to saturate the proxy)",
+    )
+    ap.add_argument("--top", type=int, default=25, help="rows per profile table (default 25)")
     add_accel_argument(ap)
     args = ap.parse_args()
+    if args.profile and (args.profile < 1000 or (args.accel != "icount" and not args.from_dir)):
+        ap.error("--profile needs --accel icount (a sample must stand for instructions) and N of at least 1000")
+    if args.top < 1:
+        ap.error("--top must be at least 1")
+    if not 1 <= args.connections_per_cpu <= 1000:
+        ap.error("--connections-per-cpu must be between 1 and 1000")
     if any(not g.strip() or "\n" in g for g in args.haproxy_global):
         ap.error("--haproxy-global takes one non-empty line")
     if args.seconds < 1 or args.rounds < 1 or args.cpus < 2:
@@ -369,16 +438,28 @@ def main() -> int:
             variants,
             args.client_cpus,
             tuple(args.haproxy_global),
+            args.profile,
+            args.connections_per_cpu,
         )
         run_guest(args.kernel_dir, script, outdir, cpus=args.cpus + args.client_cpus, accel=args.accel)
         (outdir / "client-cpus").write_text(f"{args.client_cpus}\n")
         (outdir / "haproxy-global").write_text("".join(f"{g}\n" for g in args.haproxy_global))
+        (outdir / "profile-period").write_text(f"{args.profile}\n")
+        (outdir / "connections-per-cpu").write_text(f"{args.connections_per_cpu}\n")
     data = collect(outdir, args.rounds, variants)
     clients = outdir / "client-cpus"
     data["client_cpus"] = int(clients.read_text()) if clients.exists() else 0
     extra = outdir / "haproxy-global"
     data["haproxy_global"] = extra.read_text().splitlines() if extra.exists() else []
+    per_cpu = outdir / "connections-per-cpu"
+    data["connections_per_cpu"] = int(per_cpu.read_text()) if per_cpu.exists() else 4
     print_report(data, args.rounds)
+    period_file = outdir / "profile-period"
+    period = int(period_file.read_text()) if period_file.exists() else 0
+    if period:
+        for by in ("comm", "sym"):
+            data[f"profile_by_{by}"] = collect_profile(outdir, args.rounds, variants, by)
+            print_profile(data[f"profile_by_{by}"], period, by, args.top)
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")
     print(f"\ndata and plot: {outdir}")

@@ -388,3 +388,53 @@ def test_results_dirs_of_tools_started_in_the_same_second_differ(tmp_path, monke
     assert first.name == "nginx-20261202-070645"
     assert second.name == "nginx-20261202-070645-2" and third.name == "nginx-20261202-070645-3"
     assert all(p.is_dir() and p.parent == tmp_path / "out" / "reports" for p in (first, second, third))
+
+
+def test_bench_proxy_profile_records_every_wrk_run_and_reports_it(tmp_path: Path) -> None:
+    bp = load("bench_proxy")
+    script = bp.guest_script(Path("/k"), 2, 1, 2, ("stock", "fastsocket"), profile=20000)
+    lines = script.splitlines()
+    wrk = [line for line in lines if "Connection: close" in line and "8094" in line]
+    assert len(wrk) == 4 and all(line.startswith("perf record -q -a -e cpu-clock -c 20000 ") for line in wrk)
+    assert sum("perf report -i /tmp/perf.data" in line for line in lines) == 4
+    assert "perf record" not in bp.guest_script(Path("/k"), 2, 1, 1, ("stock",))
+    row = "    10.00%   {n}  {comm}  [kernel.kallsyms]  [k] {sym}\n"
+    for v, n in (("stock", 30), ("fastsocket", 20)):
+        (tmp_path / f"{v}-0.wrk").write_text("  100 requests in 1.00s, 1.00MB read\nRequests/sec:    100.00\n")
+        (tmp_path / f"{v}-0.perf").write_text(
+            row.format(n=n, comm="haproxy", sym="tcp_ack") + row.format(n=10, comm="swapper", sym="halt")
+        )
+    by_comm = bp.collect_profile(tmp_path, 1, ("stock", "fastsocket"), "comm")
+    assert by_comm == {
+        "stock": {"haproxy": 300.0, "swapper": 100.0},
+        "fastsocket": {"haproxy": 200.0, "swapper": 100.0},
+    }
+    by_sym = bp.collect_profile(tmp_path, 1, ("stock", "fastsocket"), "sym")
+    assert by_sym["fastsocket"]["haproxy tcp_ack"] == 200.0
+    assert bp.collect_profile(tmp_path / "none", 1, ("stock",), "comm") == {}
+
+
+def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
+    bn, bp = load("bench_nginx"), load("bench_proxy")
+    assert "wrk -t2 -c32 -d1s" in bp.guest_script(Path("/k"), 2, 1, 1, ("stock",), client_cpus=2, per_cpu=16)
+    assert "wrk -t2 -c8 -d1s" in bp.guest_script(Path("/k"), 2, 1, 1, ("stock",), client_cpus=2)
+    nginx = bn.guest_script(Path("/k"), 2, 1, 1, "veth", 2, ("stock",), per_cpu=16)
+    assert "wrk -t2 -c32 -d1s" in nginx
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv"),
+    [
+        ("bench_proxy", ["--connections-per-cpu", "0"]),
+        ("bench_proxy", ["--profile", "500", "--accel", "icount"]),
+        ("bench_proxy", ["--profile", "20000", "--accel", "tcg"]),
+        ("bench_nginx", ["--connections-per-cpu", "1001"]),
+    ],
+)
+def test_benchmarks_reject_bad_load_and_profile_options(tool, argv, monkeypatch, capsys) -> None:
+    mod = load(tool)
+    monkeypatch.setattr(sys, "argv", [tool, *argv])
+    with pytest.raises(SystemExit) as exc:
+        mod.main()
+    assert exc.value.code == 2
+    assert re.search(r"--(connections-per-cpu|profile)", capsys.readouterr().err)
