@@ -36,7 +36,11 @@ clients and backends are other machines.
 during the wrk runs (perf record -a) and prints, for each variant, where
 its instructions per proxied request differ from stock's, by comm and by
 symbol: the way to take a CPS difference apart. Sampling costs CPS, so
-read the CPS figures of a profiled run only against each other.
+read the CPS figures of a profiled run only against each other. QEMU runs
+an icount guest's vCPUs in turn on one host thread, and the clock counts
+the instructions of all of them: the total per request is exact (it is
+what the CPS ratio measures), while the split by comm and symbol is a time
+profile: a vCPU waiting for its turn is sampled where it stopped.
 """
 
 from __future__ import annotations

@@ -13,7 +13,12 @@ stands for --period instructions, so +5 at the default period is about 100
 more instructions per request. Samples that fall while interrupts are off
 are charged to where they come back on (handle_softirqs, a syscall's
 return), so read single symbols with care and totals per comm or DSO with
-confidence. Saves the perf reports and a JSON summary under out/reports/.
+confidence. That holds at --cpus 1. With more vCPUs, QEMU runs an icount
+guest's vCPUs in turn on one host thread and the clock counts the
+instructions of all of them: the total per request stays exact, but each
+vCPU is sampled at the same rate whether it executes or waits for its
+turn, so the split by comm and symbol becomes a time profile. Saves the
+perf reports and a JSON summary under out/reports/.
 """
 
 from __future__ import annotations

@@ -334,9 +334,10 @@ static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
 	if (val && READ_ONCE(rfd_ports) == FASTSOCKET_RFD_OFF)
 		return -EOPNOTSUPP;
 	inet_assign_bit(FASTSOCKET_RFD, sk, val);
-	if (val)
-		fastsocket_net_rfd_used(sock_net(sk));
-	if (val && !READ_ONCE(fs_rfd_used)) {
+	if (!val)
+		return 0;
+	fastsocket_net_rfd_used(sock_net(sk));
+	if (!READ_ONCE(fs_rfd_used)) {
 		mutex_lock(&fs_mutex);
 		WRITE_ONCE(fs_rfd_used, true);
 		fs_sync_steer();
