@@ -671,6 +671,62 @@ def test_unload_under_connect_load_keeps_traffic_flowing(cpus, veth, module) -> 
     assert mid > 0 and count[0] > mid, f"connections before unload {mid}, total {count[0]}"
 
 
+OPTION_LOOP = r"""
+#define _GNU_SOURCE
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+int main(int argc, char **argv)
+{
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0), opt;
+	socklen_t len = sizeof(one);
+	cpu_set_t set;
+
+	if (argc != 3 || fd < 0)
+		return 1;
+	opt = atoi(argv[2]);
+	CPU_ZERO(&set);
+	CPU_SET(atoi(argv[1]), &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		return 1;
+	for (;;) {
+		setsockopt(fd, IPPROTO_TCP, opt, &one, sizeof(one));
+		getsockopt(fd, IPPROTO_TCP, opt, &one, &len);
+		one = 1;
+		len = sizeof(one);
+	}
+}
+"""
+
+
+def test_unload_succeeds_while_every_cpu_uses_the_socket_options(cpus, module) -> None:
+    """An RFD server sets TCP_FASTSOCKET_RFD on every connect(): rmmod must not fail with
+    "in use" because an option call was in flight, and the options answer ENOPROTOOPT while
+    the module is out and work again once it is back."""
+    src, exe = Path("/tmp/fs_optloop.c"), "/tmp/fs_optloop"
+    src.write_text(OPTION_LOOP)
+    sh(f"cc -O2 -o {exe} {src}")
+    loops = [subprocess.Popen([exe, str(c), str(TCP_FASTSOCKET_RFD)]) for c in cpus]
+    try:
+        time.sleep(1)
+        for cycle in range(8):
+            assert all(p.poll() is None for p in loops), "an option loop died"
+            fs.unload_module()  # raises, with modprobe's message, if the module was "in use"
+            with socket.socket() as s:
+                assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1) == errno.ENOPROTOOPT
+            fs.load_module()
+            with socket.socket() as s:
+                s.setsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1)
+                assert s.getsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD) == 1, f"cycle {cycle}"
+            time.sleep(0.2)
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+
+
 # -- 4. HAProxy proxying to nginx backends in another namespace --------------------------------
 
 BACKEND_NGINX = """

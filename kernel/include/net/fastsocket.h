@@ -77,13 +77,15 @@ struct fastsocket_scan {
 	u32	remaining;
 };
 
-/* Socket options the module implements (registered at load). */
+/*
+ * Socket options the module implements (registered at load). They are
+ * called under SRCU and may sleep; fastsocket_unregister() waits for them.
+ */
 struct fastsocket_sockopt_ops {
 	int (*setsockopt)(struct sock *sk, int optname, sockptr_t optval,
 			  unsigned int optlen);
 	int (*getsockopt)(struct sock *sk, int optname, sockptr_t optval,
 			  sockptr_t optlen);
-	struct module *owner;
 };
 
 #if IS_ENABLED(CONFIG_FASTSOCKET)

@@ -422,7 +422,6 @@ static int fs_getsockopt(struct sock *sk, int optname, sockptr_t optval,
 static const struct fastsocket_sockopt_ops fs_ops = {
 	.setsockopt	= fs_setsockopt,
 	.getsockopt	= fs_getsockopt,
-	.owner		= THIS_MODULE,
 };
 
 static int fastsocket_proc_show(struct seq_file *seq, void *v)

@@ -29,6 +29,7 @@
 #include <linux/log2.h>
 #include <linux/module.h>
 #include <linux/slab.h>
+#include <linux/srcu.h>
 #include <net/fastsocket.h>
 #include <net/inet_connection_sock.h>
 #include <net/inet_hashtables.h>
@@ -52,6 +53,7 @@ EXPORT_SYMBOL_GPL(fastsocket_groups_lock);
 
 static const struct fastsocket_sockopt_ops __rcu *fastsocket_ops;
 static DEFINE_MUTEX(fastsocket_ops_mutex);
+DEFINE_STATIC_SRCU(fastsocket_ops_srcu);
 
 #define fs_stat_inc(field) this_cpu_inc(fastsocket_stats.field)
 
@@ -508,32 +510,28 @@ void fastsocket_unregister(const struct fastsocket_sockopt_ops *ops)
 	if (rcu_access_pointer(fastsocket_ops) == ops)
 		RCU_INIT_POINTER(fastsocket_ops, NULL);
 	mutex_unlock(&fastsocket_ops_mutex);
-	synchronize_rcu();
+	synchronize_srcu(&fastsocket_ops_srcu);
 }
 EXPORT_SYMBOL_GPL(fastsocket_unregister);
 
-static const struct fastsocket_sockopt_ops *fs_ops_get(void)
-{
-	const struct fastsocket_sockopt_ops *ops;
-
-	rcu_read_lock();
-	ops = rcu_dereference(fastsocket_ops);
-	if (ops && !try_module_get(ops->owner))
-		ops = NULL;
-	rcu_read_unlock();
-	return ops;
-}
-
+/*
+ * The module's socket options run inside an SRCU read section rather than
+ * holding a module reference: the reference count is one atomic shared by
+ * every CPU, RFD sets an option on every connect(), and an option call in
+ * flight would make rmmod fail with EWOULDBLOCK. The handlers may sleep;
+ * the module's exit waits for them in fastsocket_unregister().
+ */
 int fastsocket_setsockopt(struct sock *sk, int optname, sockptr_t optval,
 			  unsigned int optlen)
 {
-	const struct fastsocket_sockopt_ops *ops = fs_ops_get();
-	int err;
+	const struct fastsocket_sockopt_ops *ops;
+	int idx, err = -ENOPROTOOPT;
 
-	if (!ops)
-		return -ENOPROTOOPT;
-	err = ops->setsockopt(sk, optname, optval, optlen);
-	module_put(ops->owner);
+	idx = srcu_read_lock(&fastsocket_ops_srcu);
+	ops = srcu_dereference(fastsocket_ops, &fastsocket_ops_srcu);
+	if (ops)
+		err = ops->setsockopt(sk, optname, optval, optlen);
+	srcu_read_unlock(&fastsocket_ops_srcu, idx);
 	return err;
 }
 EXPORT_SYMBOL_GPL(fastsocket_setsockopt);
@@ -541,13 +539,14 @@ EXPORT_SYMBOL_GPL(fastsocket_setsockopt);
 int fastsocket_getsockopt(struct sock *sk, int optname, sockptr_t optval,
 			  sockptr_t optlen)
 {
-	const struct fastsocket_sockopt_ops *ops = fs_ops_get();
-	int err;
+	const struct fastsocket_sockopt_ops *ops;
+	int idx, err = -ENOPROTOOPT;
 
-	if (!ops)
-		return -ENOPROTOOPT;
-	err = ops->getsockopt(sk, optname, optval, optlen);
-	module_put(ops->owner);
+	idx = srcu_read_lock(&fastsocket_ops_srcu);
+	ops = srcu_dereference(fastsocket_ops, &fastsocket_ops_srcu);
+	if (ops)
+		err = ops->getsockopt(sk, optname, optval, optlen);
+	srcu_read_unlock(&fastsocket_ops_srcu, idx);
 	return err;
 }
 EXPORT_SYMBOL_GPL(fastsocket_getsockopt);
