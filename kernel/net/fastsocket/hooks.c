@@ -373,6 +373,10 @@ static void fs_copy_options(struct sock *l, const struct sock *g)
 	inet_sk(l)->pmtudisc = inet_sk(g)->pmtudisc;
 
 	ltp->nonagle = gtp->nonagle;
+	ltp->thin_lto = gtp->thin_lto;
+	ltp->recvmsg_inq = gtp->recvmsg_inq;
+	ltp->save_syn = gtp->save_syn;
+	WRITE_ONCE(ltp->tcp_tx_delay, READ_ONCE(gtp->tcp_tx_delay));
 	ltp->rx_opt.user_mss = gtp->rx_opt.user_mss;
 	WRITE_ONCE(ltp->keepalive_time, READ_ONCE(gtp->keepalive_time));
 	WRITE_ONCE(ltp->keepalive_intvl, READ_ONCE(gtp->keepalive_intvl));
@@ -424,7 +428,7 @@ int fastsocket_spawn(struct sock *g, struct sock *l, int cpu)
 {
 	struct fastsocket_local_sk *fl;
 	struct fastsocket_group *group;
-	int err;
+	int err, tfo_qlen;
 
 	if (cpu < 0 || cpu >= nr_cpu_ids || !cpu_online(cpu))
 		return -EINVAL;
@@ -457,9 +461,13 @@ int fastsocket_spawn(struct sock *g, struct sock *l, int cpu)
 	if (err)
 		goto out;
 	reqsk_queue_alloc(&inet_csk(l)->icsk_accept_queue);
+	tfo_qlen = READ_ONCE(inet_csk(g)->icsk_accept_queue.fastopenq.max_qlen);
+	fastopen_queue_tune(l, tfo_qlen);	/* TCP_FASTOPEN */
 	l->sk_ack_backlog = 0;
 	WRITE_ONCE(l->sk_max_ack_backlog, READ_ONCE(g->sk_max_ack_backlog));
 	inet_csk_delack_init(l);
+	/* TCP_QUICKACK 0 on g (HAProxy's HTTP listeners): children delay their ACKs. */
+	inet_csk(l)->icsk_ack.pingpong = inet_csk(g)->icsk_ack.pingpong;
 	inet_sk(l)->inet_sport = htons(inet_sk(l)->inet_num);
 	sk_dst_reset(l);
 	sock_set_flag(l, SOCK_RCU_FREE);
