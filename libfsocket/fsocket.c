@@ -102,6 +102,7 @@ enum {
 	R_SHUTDOWN	= 1 << 6,
 	R_TABLE		= 1 << 7,
 	R_RFD		= 1 << 8,
+	R_OPTION	= 1 << 9,
 };
 
 /*
@@ -731,6 +732,69 @@ static void portable_prepare(int fd)
 }
 
 /*
+ * Options a server sets on G that the connections it accepts inherit
+ * (HAProxy's TCP_QUICKACK 0, nginx's so_keepalive, fastopen, rcvbuf, ...).
+ * A portable-mode L takes G's value wherever it differs from L's own, a
+ * fresh listener's. SO_RCVBUF and SO_SNDBUF read back doubled.
+ */
+static const struct copied_opt {
+	int level, name;
+	bool doubled;
+} copied_opts[] = {
+	{ SOL_SOCKET, SO_KEEPALIVE, false },	{ SOL_SOCKET, SO_PRIORITY, false },
+	{ SOL_SOCKET, SO_MARK, false },		{ SOL_SOCKET, SO_RCVBUF, true },
+	{ SOL_SOCKET, SO_SNDBUF, true },	{ SOL_SOCKET, SO_RCVLOWAT, false },
+	{ IPPROTO_IP, IP_TOS, false },		{ IPPROTO_IP, IP_TTL, false },
+	{ IPPROTO_IP, IP_FREEBIND, false },	{ IPPROTO_IP, IP_TRANSPARENT, false },
+	{ IPPROTO_IPV6, IPV6_TCLASS, false },	{ IPPROTO_IPV6, IPV6_UNICAST_HOPS, false },
+	{ IPPROTO_TCP, TCP_NODELAY, false },	{ IPPROTO_TCP, TCP_MAXSEG, false },
+	{ IPPROTO_TCP, TCP_KEEPIDLE, false },	{ IPPROTO_TCP, TCP_KEEPINTVL, false },
+	{ IPPROTO_TCP, TCP_KEEPCNT, false },	{ IPPROTO_TCP, TCP_DEFER_ACCEPT, false },
+	{ IPPROTO_TCP, TCP_QUICKACK, false },	{ IPPROTO_TCP, TCP_USER_TIMEOUT, false },
+	{ IPPROTO_TCP, TCP_FASTOPEN, false },	{ IPPROTO_TCP, TCP_WINDOW_CLAMP, false },
+	{ IPPROTO_TCP, TCP_NOTSENT_LOWAT, false },
+};
+
+/* After L listens (listen() resets TCP_QUICKACK): G's inherited options onto L. */
+static void portable_copy_options(int l, int g)
+{
+	char gcc[16], lcc[16];	/* TCP_CA_NAME_MAX */
+	struct linger glg;
+	unsigned int i;
+	socklen_t len;
+	int gv, lv;
+
+	for (i = 0; i < sizeof(copied_opts) / sizeof(copied_opts[0]); i++) {
+		const struct copied_opt *o = &copied_opts[i];
+
+		len = sizeof(gv);
+		if (getsockopt(g, o->level, o->name, &gv, &len))
+			continue;	/* not an option of this family */
+		len = sizeof(lv);
+		if (getsockopt(l, o->level, o->name, &lv, &len) || gv == lv)
+			continue;
+		if (o->doubled)
+			gv /= 2;
+		if (setsockopt(l, o->level, o->name, &gv, sizeof(gv)))
+			report(R_OPTION, "libfsocket: listen fd %d: copying option %d/%d to its local listener: %s\n",
+			       g, o->level, o->name, strerror(errno));
+	}
+	len = sizeof(glg);
+	if (!getsockopt(g, SOL_SOCKET, SO_LINGER, &glg, &len) && glg.l_onoff &&
+	    setsockopt(l, SOL_SOCKET, SO_LINGER, &glg, sizeof(glg)))
+		report(R_OPTION, "libfsocket: listen fd %d: copying SO_LINGER: %s\n", g, strerror(errno));
+	len = sizeof(gcc);
+	if (getsockopt(g, IPPROTO_TCP, TCP_CONGESTION, gcc, &len))
+		return;
+	gcc[sizeof(gcc) - 1] = '\0';
+	len = sizeof(lcc);
+	if (!getsockopt(l, IPPROTO_TCP, TCP_CONGESTION, lcc, &len) && strncmp(gcc, lcc, sizeof(gcc)) &&
+	    setsockopt(l, IPPROTO_TCP, TCP_CONGESTION, gcc, strlen(gcc)))
+		report(R_OPTION, "libfsocket: listen fd %d: copying TCP_CONGESTION %s: %s\n", g, gcc,
+		       strerror(errno));
+}
+
+/*
  * Portable mode: L is a SO_REUSEPORT sibling of G on G's address, marked
  * with SO_INCOMING_CPU, so the group hands it the SYNs processed on cpu.
  * Returns 0 or an errno; *op names the call that failed.
@@ -767,6 +831,7 @@ static int portable_local(int l, const struct lsn *rec, int cpu, const char **op
 	*op = "listen";
 	if (real_listen(l, rec->backlog > 0 ? rec->backlog : SOMAXCONN))
 		return errno;
+	portable_copy_options(l, rec->fd);
 	return 0;
 }
 

@@ -371,3 +371,67 @@ def threaded_module():
     sh("modprobe fastsocket")
     yield
     sh("modprobe -r fastsocket", check=False)
+
+
+# Options set on the listener after listen(), as HAProxy and nginx do: (level, option, value).
+LISTENER_OPTIONS = [
+    (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0),
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 11),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4),
+    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 4321),
+    (socket.SOL_SOCKET, socket.SO_RCVBUF, 65536),
+]
+
+OPTIONS_SERVER = r"""
+import json, os, select, socket, sys
+port, opts = int(sys.argv[1]), json.loads(sys.argv[2])
+g = socket.socket(); g.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+g.bind(('127.0.0.1', port)); g.listen(16)
+for level, opt, value in opts:
+    g.setsockopt(level, opt, value)
+g.setblocking(False)
+os.sched_setaffinity(0, {0})             # a worker pinned to CPU 0: it gets CPU 0's local listener
+ep = select.epoll(); ep.register(g, select.EPOLLIN)
+print('ready', flush=True)
+assert ep.poll(30)
+c, _ = g.accept()
+print(json.dumps([c.getsockopt(level, opt) for level, opt, _ in opts]), flush=True)
+c.close()
+"""
+
+
+def _accepted_options(tmp_path, env: dict[str, str], port: int) -> tuple[list[int], str]:
+    """The LISTENER_OPTIONS of a connection from CPU 0, read on the accepted socket; the server's stderr."""
+    srv = start_preloaded(tmp_path, OPTIONS_SERVER, [str(port), json.dumps(LISTENER_OPTIONS)], env)
+    try:
+        with fs.pinned(0), socket.create_connection(("127.0.0.1", port), timeout=10):
+            line = srv.stdout.readline()
+        err = srv.stderr.read()
+        assert srv.wait(timeout=20) == 0, err
+        return json.loads(line), err
+    finally:
+        srv.kill()
+
+
+def test_connections_from_local_listeners_carry_the_listeners_options(tmp_path) -> None:
+    """A connection accepted through a local listener has the options the server set on its
+    listener, in portable mode and with the module, as one accepted from the listener itself."""
+    sh("modprobe -r fastsocket", check=False)
+    control, _ = _accepted_options(tmp_path, {"FSOCKET_DISABLE": "1"}, 7130)
+    assert control[:7] == [v for _, _, v in LISTENER_OPTIONS[:7]], "the control: stock inheritance"
+    portable, err = _accepted_options(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7131)
+    assert "local listener fd" in err and "on CPU 0" in err, err
+    sh("modprobe fastsocket")
+    try:
+        before = fs.read_counters()
+        kernel, _ = _accepted_options(tmp_path, {}, 7132)
+        accepted_local = fs.counter_total(fs.counter_delta(before, fs.read_counters()), "accept_local")
+    finally:
+        sh("modprobe -r fastsocket")
+    assert accepted_local == 1, "the module's connection did not come through a local listener"
+    names = [f"{level}/{opt}" for level, opt, _ in LISTENER_OPTIONS]
+    assert dict(zip(names, portable, strict=True)) == dict(zip(names, control, strict=True)), "portable mode"
+    assert dict(zip(names, kernel, strict=True)) == dict(zip(names, control, strict=True)), "kernel mode"
