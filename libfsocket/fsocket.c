@@ -40,12 +40,14 @@
  * connections: whenever the invariant cannot hold, L is closed and its
  * queue goes back to G.
  *
- * Kernel mode, active connections (Receive Flow Deliver): connect() of an
- * AF_INET/AF_INET6 socket, and bind() to port 0, first set
- * TCP_FASTSOCKET_RFD, so the kernel picks a local port naming the CPU the
- * caller runs on and delivers the replies there. Pin the threads that
- * connect (FSOCKET_PIN=1 pins at the first listener, or use the server's
- * own CPU affinity setting).
+ * With the module, active connections (Receive Flow Deliver): the
+ * constructor sets TCP_FASTSOCKET_RFD_TASK, so the kernel picks a local
+ * port naming the CPU the caller runs on, for every connect() and bind()
+ * to port 0 of the process and of the threads and children it creates,
+ * and delivers the replies there. With a module that lacks the option,
+ * connect() and bind(port 0) set TCP_FASTSOCKET_RFD on their socket
+ * first. Pin the threads that connect (FSOCKET_PIN=1 pins at the first
+ * listener, or use the server's own CPU affinity setting).
  *
  * Intercepted: listen, accept, accept4, epoll_ctl, close, dup2, dup3,
  * close_range, closefrom, connect, bind. Diagnostics go out with write(2),
@@ -1354,6 +1356,32 @@ static void atfork_child(void)
 	dead_locals = NULL;
 }
 
+/*
+ * Receive Flow Deliver for the whole process, decided once, in the
+ * constructor, before the program starts threads: the kernel flag set here
+ * is the calling thread's, and threads and children inherit it.
+ */
+static void rfd_setup(void)
+{
+	const char *v = getenv("FSOCKET_RFD");
+	int one = 1, s;
+
+	conf.rfd = FSOCKET_RFD_OFF;
+	if ((v && !strcmp(v, "0")) || access(FSOCKET_PROC, R_OK))
+		return;
+	conf.rfd = FSOCKET_RFD_SOCKET;
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	if (!setsockopt(s, SOL_TCP, TCP_FASTSOCKET_RFD_TASK, &one, sizeof(one)))
+		conf.rfd = FSOCKET_RFD_TASK;
+	else if (conf.verbose)
+		say("libfsocket: TCP_FASTSOCKET_RFD_TASK: %s; setting TCP_FASTSOCKET_RFD on each "
+		    "connect()\n", strerror(errno));
+	if (real_close)
+		real_close(s);
+}
+
 #define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
 
 static void fsocket_setup(void)
@@ -1375,8 +1403,6 @@ static void fsocket_setup(void)
 
 	conf.verbose = env_on("FSOCKET_VERBOSE");
 	conf.pin = env_on("FSOCKET_PIN");
-	v = getenv("FSOCKET_RFD");
-	conf.rfd = !(v && !strcmp(v, "0"));
 	if (env_on("FSOCKET_DISABLE")) {
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
@@ -1388,10 +1414,11 @@ static void fsocket_setup(void)
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}
+	rfd_setup();
 	if (allowed_cpus(cpus) == 1) {
 		/* Every connection is local already: locality would only add work. */
 		if (conf.verbose)
-			say("libfsocket: this process may run on one CPU only; passing sockets through\n");
+			say("libfsocket: this process may run on one CPU only; listen sockets pass through\n");
 		conf.mode = FSOCKET_MODE_OFF;
 		return;
 	}
@@ -1659,7 +1686,7 @@ static void rfd_prepare(int fd, const struct sockaddr *sa, socklen_t len, bool b
 	int one = 1, saved;
 	in_port_t port;
 
-	if (conf.mode != FSOCKET_MODE_KERNEL || !conf.rfd || !sa || len < sizeof(sa_family_t))
+	if (conf.rfd != FSOCKET_RFD_SOCKET || !sa || len < sizeof(sa_family_t))
 		return;
 	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
 		port = ((const struct sockaddr_in *)sa)->sin_port;

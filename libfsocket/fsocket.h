@@ -23,13 +23,20 @@ enum fsocket_mode {
 	FSOCKET_MODE_KERNEL,	/* fastsocket.ko is loaded */
 };
 
+/* How connect() and bind(port 0) get CPU-encoded ports. */
+enum fsocket_rfd {
+	FSOCKET_RFD_OFF,	/* FSOCKET_RFD=0, or no module */
+	FSOCKET_RFD_SOCKET,	/* TCP_FASTSOCKET_RFD on each socket (older module) */
+	FSOCKET_RFD_TASK,	/* the kernel does it for the process: no extra call */
+};
+
 struct fsocket_conf {
 	enum fsocket_mode mode;
 	bool verbose;
 	/* FSOCKET_PIN=1: pin an unpinned worker to the CPU it runs on. */
 	bool pin;
-	/* Kernel mode: ask for CPU-encoded ports on connect()/bind(port 0). */
-	bool rfd;
+	/* With the module: CPU-encoded ports on connect()/bind(port 0). */
+	enum fsocket_rfd rfd;
 	/* Ports to accelerate; all TCP listeners when nports == 0. */
 	unsigned short ports[64];
 	unsigned int nports;

@@ -113,7 +113,7 @@ def test_one_cpu_online_passes_through(tmp_path, one_cpu_online) -> None:
     before = fs.read_counters()
     rc, err = run_server(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7106)
     assert rc == 0, err
-    assert "may run on one CPU only; passing sockets through" in err
+    assert "may run on one CPU only; listen sockets pass through" in err
     assert "listen fd" not in err, err  # no listener was enabled
     delta = fs.counter_delta(before, fs.read_counters())
     # an enabled listener would count each SYN, locally or globally
@@ -131,10 +131,11 @@ def test_affinity_mask_decides_pass_through(tmp_path, width: int) -> None:
         sh("modprobe -r fastsocket")
     assert rc == 0, err
     if width == 1:
-        assert "may run on one CPU only; passing sockets through" in err, err
+        assert "may run on one CPU only; listen sockets pass through" in err, err
         assert "local listeners enabled" not in err, err
     else:
-        assert "passing sockets through" not in err and "per-CPU local listeners enabled" in err, err
+        assert "pass through" not in err and "passing sockets through" not in err, err
+        assert "per-CPU local listeners enabled" in err, err
 
 
 def test_disable_switch_is_silent(tmp_path, no_module) -> None:
@@ -435,3 +436,62 @@ def test_connections_from_local_listeners_carry_the_listeners_options(tmp_path) 
     names = [f"{level}/{opt}" for level, opt, _ in LISTENER_OPTIONS]
     assert dict(zip(names, portable, strict=True)) == dict(zip(names, control, strict=True)), "portable mode"
     assert dict(zip(names, kernel, strict=True)) == dict(zip(names, control, strict=True)), "kernel mode"
+
+
+CONNECTER = r"""
+import json, os, socket, subprocess, sys
+port, n, child = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ports = []
+for _ in range(n):
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as c:
+        ports.append(c.getsockname()[1])
+print(json.dumps(ports), flush=True)
+if child != '-':   # the same program, exec'd with FSOCKET_RFD=<child>
+    subprocess.run([sys.executable, __file__, str(port), str(n), '-'], check=True,
+                   env={**os.environ, 'FSOCKET_RFD': child})
+"""
+
+TCP_FASTSOCKET_RFD, TCP_FASTSOCKET_RFD_TASK = 0x4656, 0x4657
+
+
+def _rfd_option_calls(trace: str, opt: int) -> list[str]:
+    return [
+        line for line in trace.splitlines() if "setsockopt(" in line and (f"{opt:#x}" in line or f" {opt}," in line)
+    ]
+
+
+def test_connect_asks_for_no_rfd_option_of_its_own(tmp_path) -> None:
+    """With the module, the library asks once, at start, for CPU-encoded ports for the whole
+    process: each connect() is then one system call and still gets a port of its CPU. A child
+    exec'd with FSOCKET_RFD=0 gets stock ports."""
+    from tests.vm.test_rfd import cpu_mask
+
+    cpu, mask = fs.online_cpus()[1], cpu_mask()  # CPU 1: stock connect() prefers even ports
+    (tmp_path / "conn.py").write_text(CONNECTER)
+    trace = tmp_path / "strace.txt"
+    argv = ["strace", "-f", "-e", "trace=setsockopt,connect", "-o", str(trace), sys.executable]
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 7140))
+    lsn.listen(256)
+    sh("modprobe fastsocket")
+    try:
+        res = subprocess.run(
+            [*argv, tmp_path / "conn.py", "7140", "16", "0"],
+            env={"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        )
+    finally:
+        sh("modprobe -r fastsocket")
+        lsn.close()
+    assert res.returncode == 0, res.stdout + res.stderr
+    mine, child = (json.loads(line) for line in res.stdout.splitlines())
+    text = trace.read_text()
+    task_calls = _rfd_option_calls(text, TCP_FASTSOCKET_RFD_TASK)
+    assert len(task_calls) == 1 and task_calls[0].rstrip().endswith("= 0"), task_calls
+    assert _rfd_option_calls(text, TCP_FASTSOCKET_RFD) == [], "a connect() still set TCP_FASTSOCKET_RFD"
+    assert sum(line.split(None, 1)[1].startswith("connect(") for line in text.splitlines()) >= 32, text
+    assert all(p & mask == cpu for p in mine), f"ports {mine} on CPU {cpu}"
+    assert {p & mask for p in child} != {cpu}, f"FSOCKET_RFD=0: the child still got CPU {cpu}'s ports {child}"

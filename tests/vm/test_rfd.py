@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import struct
@@ -31,6 +32,7 @@ from tests.vm import fslisten as fs
 from tests.vm.guest import sh
 
 TCP_FASTSOCKET_RFD = 0x4656
+TCP_FASTSOCKET_RFD_TASK = 0x4657
 FASTSOCKET_INFO_RFD = 1 << 2
 IP_BIND_ADDRESS_NO_PORT = 24
 IP_LOCAL_PORT_RANGE = 51
@@ -361,6 +363,7 @@ def test_rfd_ports_all_needs_no_socket_option(cpus, veth, module) -> None:
     try:
         probe = socket.socket()
         assert fs.errno_of(probe.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1) == errno.EOPNOTSUPP
+        assert fs.errno_of(probe.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD_TASK, 1) == errno.EOPNOTSUPP
         probe.close()
         # Stock connect() prefers ports of ip_local_port_range's low bound's parity (even),
         # so from an odd CPU a CPU-encoded port would stand out.
@@ -372,6 +375,101 @@ def test_rfd_ports_all_needs_no_socket_option(cpus, veth, module) -> None:
         for s in socks:
             s.close()
     assert classes != {cpus[1]}, "rfd_ports=0 still encodes the CPU in every port"
+
+
+# A process that asks for RFD once, for itself (TCP_FASTSOCKET_RFD_TASK), run apart from
+# pytest so the flag does not outlive the test. It reports its connections as JSON lines
+# [phase, value]: its own, a thread's, a forked child's, an exec'd copy's (which does not
+# ask), and, once told to go on, its own again.
+RFD_TASK_CLIENT = r"""
+import json, os, socket, subprocess, sys, threading
+RFD_TASK, SO_INCOMING_CPU = 0x4657, 49
+cpu, addr, port, n, ask = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+os.sched_setaffinity(0, {cpu})
+
+def one():
+    with socket.socket() as s:
+        s.settimeout(30)
+        s.connect((addr, port))
+        s.sendall(b"q\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(128)
+            if not chunk:
+                raise SystemExit("server closed before replying")
+            reply += chunk
+        return [s.getsockname()[1], s.getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU)]
+
+def emit(phase, value):
+    print(json.dumps([phase, value]), flush=True)
+
+if ask == "ask":
+    with socket.socket() as s:
+        s.setsockopt(socket.IPPROTO_TCP, RFD_TASK, 1)
+with socket.socket() as s:
+    emit("flag", s.getsockopt(socket.IPPROTO_TCP, RFD_TASK))
+emit("self", [one() for _ in range(n)])
+if ask != "ask":
+    sys.exit(0)
+got = []
+t = threading.Thread(target=lambda: got.extend(one() for _ in range(n)))
+t.start()
+t.join()
+emit("thread", got)
+pid = os.fork()
+if pid == 0:
+    emit("fork", [one() for _ in range(n)])
+    os._exit(0)
+os.waitpid(pid, 0)
+for line in subprocess.run([sys.executable, __file__, *sys.argv[1:5], "no"], stdout=subprocess.PIPE,
+                           check=True, text=True).stdout.splitlines():
+    phase, value = json.loads(line)
+    emit("exec-" + phase, value)
+emit("waiting", 0)
+sys.stdin.readline()
+emit("reloaded", [one() for _ in range(n)])
+"""
+
+
+def test_rfd_for_a_whole_process_with_one_option(tmp_path: Path, cpus, veth, module) -> None:
+    """TCP_FASTSOCKET_RFD_TASK, set once, gives every later connect() of the thread, of its new
+    threads and of its forked children a port of their CPU and the replies on that CPU, with no
+    per-socket option; a program it execs starts without it; it survives a module reload."""
+    addr, cpu, mask = veth.server[V4], cpus[1], cpu_mask()
+    script = tmp_path / "rfd_task_client.py"
+    script.write_text(RFD_TASK_CLIENT)
+    with reply_server(V4, addr, PORT):
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", "rfdC", "python3", str(script), str(cpu), addr, str(PORT), "16", "ask"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        got: dict[str, object] = {}
+        try:
+            assert proc.stdout and proc.stdin
+            for line in proc.stdout:
+                phase, value = json.loads(line)
+                got[phase] = value
+                if phase == "waiting":
+                    fs.unload_module()
+                    fs.load_module()
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+            assert proc.wait(60) == 0, f"client failed; it reported {sorted(got)}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert got["flag"] == 1 and got["exec-flag"] == 0, got
+    for phase in ("self", "thread", "fork", "reloaded"):
+        conns = got[phase]
+        assert isinstance(conns, list) and len(conns) == 16, (phase, conns)
+        assert all(p & mask == cpu for p, _ in conns), f"{phase}: ports {[p for p, _ in conns]} on CPU {cpu}"
+        assert all(inc == cpu for _, inc in conns), f"{phase}: replies on CPUs {[inc for _, inc in conns]}"
+    # The exec'd program did not ask: stock ports (even first, whatever the CPU).
+    exec_classes = {p & mask for p, _ in got["exec-self"]}  # type: ignore[union-attr]
+    assert exec_classes != {cpu}, f"the exec'd program still got CPU {cpu}'s ports"
 
 
 # -- 2. port selection keeps stock behaviour -------------------------------------------------
@@ -614,6 +712,12 @@ def test_bad_socket_option_and_parameter_values_are_rejected(module) -> None:
         assert flags & FASTSOCKET_INFO_RFD
         s.setsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 0)
         assert s.getsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD) == 0
+        # The thread-wide option (its value 1 is tested in a process of its own).
+        for value in (2, -1, 1 << 20):
+            assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD_TASK, value) == errno.EINVAL
+        assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD_TASK, b"\x01") == errno.EINVAL
+        s.setsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD_TASK, 0)
+        assert s.getsockopt(socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD_TASK) == 0
     finally:
         s.close()
     bad_values = [
@@ -636,6 +740,7 @@ def test_option_fails_cleanly_without_the_module(no_module) -> None:
     s = socket.socket()
     try:
         assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD, 1) == errno.ENOPROTOOPT
+        assert fs.errno_of(s.setsockopt, socket.IPPROTO_TCP, TCP_FASTSOCKET_RFD_TASK, 1) == errno.ENOPROTOOPT
     finally:
         s.close()
 

@@ -129,7 +129,7 @@ void fastsocket_shutdown_local(struct sock *l);
 static inline bool fastsocket_optname(int optname)
 {
 	return optname >= TCP_FASTSOCKET_LISTEN &&
-	       optname <= TCP_FASTSOCKET_RFD;
+	       optname <= TCP_FASTSOCKET_RFD_TASK;
 }
 
 /*

@@ -21,6 +21,7 @@
 #include <linux/net.h>
 #include <linux/proc_fs.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/seq_file.h>
 #include <net/fastsocket.h>
 #include <net/inet_connection_sock.h>
@@ -321,21 +322,23 @@ out:
 	return err;
 }
 
-static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
+/* The 0 or 1 of TCP_FASTSOCKET_RFD and TCP_FASTSOCKET_RFD_TASK. */
+static int fs_rfd_value(sockptr_t optval, unsigned int optlen, int *val)
 {
-	int val;
-
-	if (optlen != sizeof(val))
+	if (optlen != sizeof(*val))
 		return -EINVAL;
-	if (copy_from_sockptr(&val, optval, sizeof(val)))
+	if (copy_from_sockptr(val, optval, sizeof(*val)))
 		return -EFAULT;
-	if (val != 0 && val != 1)
+	if (*val != 0 && *val != 1)
 		return -EINVAL;
-	if (val && READ_ONCE(rfd_ports) == FASTSOCKET_RFD_OFF)
+	if (*val && READ_ONCE(rfd_ports) == FASTSOCKET_RFD_OFF)
 		return -EOPNOTSUPP;
-	inet_assign_bit(FASTSOCKET_RFD, sk, val);
-	if (!val)
-		return 0;
+	return 0;
+}
+
+/* RFD ports are in use in @sk's namespace: steer there (rfd_steer=2). */
+static void fs_rfd_in_use(struct sock *sk)
+{
 	fastsocket_net_rfd_used(sock_net(sk));
 	if (!READ_ONCE(fs_rfd_used)) {
 		mutex_lock(&fs_mutex);
@@ -343,7 +346,58 @@ static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
 		fs_sync_steer();
 		mutex_unlock(&fs_mutex);
 	}
+}
+
+static int fs_set_rfd(struct sock *sk, sockptr_t optval, unsigned int optlen)
+{
+	int val, err;
+
+	err = fs_rfd_value(optval, optlen, &val);
+	if (err)
+		return err;
+	inet_assign_bit(FASTSOCKET_RFD, sk, val);
+	if (val)
+		fs_rfd_in_use(sk);
 	return 0;
+}
+
+/* The flag lives in current->atomic_flags: only current changes its own. */
+static int fs_set_rfd_task(struct sock *sk, sockptr_t optval,
+			   unsigned int optlen)
+{
+	int val, err;
+
+	err = fs_rfd_value(optval, optlen, &val);
+	if (err)
+		return err;
+	if (!val) {
+		task_clear_fastsocket_rfd(current);
+		return 0;
+	}
+	task_set_fastsocket_rfd(current);
+	fs_rfd_in_use(sk);
+	return 0;
+}
+
+/*
+ * A thread's TCP_FASTSOCKET_RFD_TASK outlives the module: when one that set
+ * it before this load is still around, automatic steering starts at once.
+ */
+static bool fs_tasks_use_rfd(void)
+{
+	struct task_struct *p, *t;
+	bool found = false;
+
+	rcu_read_lock();
+	for_each_process_thread(p, t) {
+		if (task_fastsocket_rfd(t)) {
+			found = true;
+			goto out;
+		}
+	}
+out:
+	rcu_read_unlock();
+	return found;
 }
 
 static int fs_setsockopt(struct sock *sk, int optname, sockptr_t optval,
@@ -352,6 +406,8 @@ static int fs_setsockopt(struct sock *sk, int optname, sockptr_t optval,
 	switch (optname) {
 	case TCP_FASTSOCKET_RFD:
 		return fs_set_rfd(sk, optval, optlen);
+	case TCP_FASTSOCKET_RFD_TASK:
+		return fs_set_rfd_task(sk, optval, optlen);
 	case TCP_FASTSOCKET_LISTEN:
 		return fs_set_listen(sk, optval, optlen);
 	case TCP_FASTSOCKET_LOCAL:
@@ -395,14 +451,18 @@ static int fs_getsockopt(struct sock *sk, int optname, sockptr_t optval,
 	struct fastsocket_info info = {};
 	int len, val;
 
-	if (optname != TCP_FASTSOCKET_INFO && optname != TCP_FASTSOCKET_RFD)
+	if (optname != TCP_FASTSOCKET_INFO && optname != TCP_FASTSOCKET_RFD &&
+	    optname != TCP_FASTSOCKET_RFD_TASK)
 		return -ENOPROTOOPT;
 	if (copy_from_sockptr(&len, optlen, sizeof(len)))
 		return -EFAULT;
-	if (optname == TCP_FASTSOCKET_RFD) {
+	if (optname != TCP_FASTSOCKET_INFO) {
 		if (len < 0)
 			return -EINVAL;
-		val = inet_test_bit(FASTSOCKET_RFD, sk);
+		if (optname == TCP_FASTSOCKET_RFD)
+			val = inet_test_bit(FASTSOCKET_RFD, sk);
+		else
+			val = task_fastsocket_rfd(current);
 		len = min_t(unsigned int, len, sizeof(val));
 		if (copy_to_sockptr(optlen, &len, sizeof(len)) ||
 		    copy_to_sockptr(optval, &val, len))
@@ -472,6 +532,7 @@ static int __init fastsocket_init(void)
 	}
 	mutex_lock(&fs_mutex);
 	fastsocket_net_rfd_reset();
+	WRITE_ONCE(fs_rfd_used, fs_tasks_use_rfd());
 	fs_loaded = true;
 	if (listen_spawn != FS_SPAWN_OFF)
 		static_branch_enable(&fastsocket_listen_key);

@@ -28,6 +28,8 @@
 #include <linux/ipv6.h>
 #include <linux/log2.h>
 #include <linux/module.h>
+#include <linux/preempt.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/srcu.h>
 #include <net/fastsocket.h>
@@ -586,7 +588,14 @@ static bool fs_rfd_wanted(const struct sock *sk)
 	case FASTSOCKET_RFD_ALL:
 		return sk->sk_protocol == IPPROTO_TCP;
 	case FASTSOCKET_RFD_SOCKET:
-		return inet_test_bit(FASTSOCKET_RFD, sk);
+		if (inet_test_bit(FASTSOCKET_RFD, sk))
+			return true;
+		if (!in_task() || !task_fastsocket_rfd(current) ||
+		    sk->sk_protocol != IPPROTO_TCP)
+			return false;
+		/* The thread may have moved to a namespace that had none yet. */
+		fastsocket_net_rfd_used(sock_net(sk));
+		return true;
 	default:
 		return false;
 	}

@@ -63,11 +63,24 @@
  *   0: stock port selection (the default, unless rfd_ports=2).
  *   getsockopt() returns the current value.
  *   Errors: EINVAL (bad value or length), EOPNOTSUPP (rfd_ports=0).
+ *
+ * setsockopt(S, SOL_TCP, TCP_FASTSOCKET_RFD_TASK, &int, sizeof(int))
+ *   Receive Flow Deliver for a thread instead of a socket, which saves
+ *   setting TCP_FASTSOCKET_RFD before each connect().
+ *   1: every TCP socket the calling thread gets a local port for, as
+ *      described above, is treated as if it had TCP_FASTSOCKET_RFD set;
+ *      so are those of the threads and processes it creates afterwards.
+ *      execve() turns it off: the program it starts asks for itself.
+ *      S is any TCP socket; the option does not change S.
+ *   0: off for the calling thread (the default).
+ *   getsockopt() returns the calling thread's value.
+ *   Errors: EINVAL (bad value or length), EOPNOTSUPP (rfd_ports=0).
  */
 #define TCP_FASTSOCKET_LISTEN	0x4653
 #define TCP_FASTSOCKET_LOCAL	0x4654
 #define TCP_FASTSOCKET_INFO	0x4655
 #define TCP_FASTSOCKET_RFD	0x4656
+#define TCP_FASTSOCKET_RFD_TASK	0x4657
 
 struct fastsocket_local {
 	__s32	listen_fd;	/* the enabled listening socket */
