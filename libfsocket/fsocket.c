@@ -40,11 +40,13 @@
  * connections: whenever the invariant cannot hold, L is closed and its
  * queue goes back to G.
  *
- * With the module, active connections (Receive Flow Deliver): the
- * constructor sets TCP_FASTSOCKET_RFD_TASK, so the kernel picks a local
- * port naming the CPU the caller runs on, for every connect() and bind()
- * to port 0 of the process and of the threads and children it creates,
- * and delivers the replies there. With a module that lacks the option,
+ * With the module, active connections (Receive Flow Deliver): a thread's
+ * first connect() or bind() to port 0 sets TCP_FASTSOCKET_RFD_TASK, so the
+ * kernel picks a local port naming the CPU the caller runs on, for every
+ * connect() and bind() to port 0 of that thread and of the threads and
+ * children it creates afterwards, and delivers the replies there. A
+ * server that never connects never asks, and its packets are never
+ * classified for steering. With a module that lacks the option,
  * connect() and bind(port 0) set TCP_FASTSOCKET_RFD on their socket
  * first. Pin the threads that connect (FSOCKET_PIN=1 pins at the first
  * listener, or use the server's own CPU affinity setting).
@@ -1357,29 +1359,44 @@ static void atfork_child(void)
 }
 
 /*
- * Receive Flow Deliver for the whole process, decided once, in the
- * constructor, before the program starts threads: the kernel flag set here
- * is the calling thread's, and threads and children inherit it.
+ * Receive Flow Deliver: with the module, each thread asks the kernel once,
+ * at its first connect() or bind(port 0), for CPU-encoded ports for all of
+ * its sockets (TCP_FASTSOCKET_RFD_TASK), which the threads and children it
+ * creates afterwards inherit. Not in the constructor: a server that only
+ * accepts (nginx) never asks, so the kernel never steers its packets.
  */
 static void rfd_setup(void)
 {
 	const char *v = getenv("FSOCKET_RFD");
+
+	if ((v && !strcmp(v, "0")) || access(FSOCKET_PROC, R_OK))
+		conf.rfd = FSOCKET_RFD_OFF;
+	else
+		conf.rfd = FSOCKET_RFD_TASK;
+}
+
+/* This thread has asked for TCP_FASTSOCKET_RFD_TASK (or been refused). */
+static __thread bool rfd_thread_asked;
+
+/* A module without TCP_FASTSOCKET_RFD_TASK: fall back to the per-socket option. */
+static void rfd_ask_task(void)
+{
 	int one = 1, s;
 
-	conf.rfd = FSOCKET_RFD_OFF;
-	if ((v && !strcmp(v, "0")) || access(FSOCKET_PROC, R_OK))
-		return;
-	conf.rfd = FSOCKET_RFD_SOCKET;
 	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
-		return;
-	if (!setsockopt(s, SOL_TCP, TCP_FASTSOCKET_RFD_TASK, &one, sizeof(one)))
-		conf.rfd = FSOCKET_RFD_TASK;
-	else if (conf.verbose)
-		say("libfsocket: TCP_FASTSOCKET_RFD_TASK: %s; setting TCP_FASTSOCKET_RFD on each "
-		    "connect()\n", strerror(errno));
-	if (real_close)
-		real_close(s);
+		return;	/* EMFILE and the like: ask again next time */
+	rfd_thread_asked = true;
+	if (setsockopt(s, SOL_TCP, TCP_FASTSOCKET_RFD_TASK, &one, sizeof(one))) {
+		if (errno == ENOPROTOOPT) {
+			__atomic_store_n(&conf.rfd, FSOCKET_RFD_SOCKET, __ATOMIC_RELAXED);
+			report(R_RFD, "libfsocket: no TCP_FASTSOCKET_RFD_TASK in this module; "
+			       "setting TCP_FASTSOCKET_RFD on each connect()\n");
+		} else {
+			report(R_RFD, "libfsocket: TCP_FASTSOCKET_RFD_TASK: %s\n", strerror(errno));
+		}
+	}
+	real_close(s);
 }
 
 #define RESOLVE(name) (real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name))
@@ -1683,10 +1700,12 @@ EXPORT void closefrom(int lowfd)
 /* Before connect() or bind(port 0) of an Internet socket: ask for a CPU-encoded port. */
 static void rfd_prepare(int fd, const struct sockaddr *sa, socklen_t len, bool binding)
 {
+	enum fsocket_rfd rfd = __atomic_load_n(&conf.rfd, __ATOMIC_RELAXED);
 	int one = 1, saved;
 	in_port_t port;
 
-	if (conf.rfd != FSOCKET_RFD_SOCKET || !sa || len < sizeof(sa_family_t))
+	if (rfd == FSOCKET_RFD_OFF || (rfd == FSOCKET_RFD_TASK && rfd_thread_asked) || !sa ||
+	    len < sizeof(sa_family_t))
 		return;
 	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
 		port = ((const struct sockaddr_in *)sa)->sin_port;
@@ -1697,6 +1716,14 @@ static void rfd_prepare(int fd, const struct sockaddr *sa, socklen_t len, bool b
 	if (binding && port)
 		return;
 	saved = errno;
+	if (rfd == FSOCKET_RFD_TASK) {
+		rfd_ask_task();
+		rfd = __atomic_load_n(&conf.rfd, __ATOMIC_RELAXED);
+		if (rfd == FSOCKET_RFD_TASK) {
+			errno = saved;
+			return;
+		}
+	}
 	/* Fails harmlessly on UDP sockets and on a module without RFD. */
 	if (setsockopt(fd, SOL_TCP, TCP_FASTSOCKET_RFD, &one, sizeof(one)) && errno != ENOPROTOOPT)
 		report(R_RFD, "libfsocket: fd %d: TCP_FASTSOCKET_RFD: %s\n", fd, strerror(errno));

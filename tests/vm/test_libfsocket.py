@@ -461,8 +461,8 @@ def _rfd_option_calls(trace: str, opt: int) -> list[str]:
 
 
 def test_connect_asks_for_no_rfd_option_of_its_own(tmp_path) -> None:
-    """With the module, the library asks once, at start, for CPU-encoded ports for the whole
-    process: each connect() is then one system call and still gets a port of its CPU. A child
+    """With the module, the library asks once, at the thread's first connect(), for CPU-encoded
+    ports for the thread: each later connect() is one system call and still gets a port of its CPU. A child
     exec'd with FSOCKET_RFD=0 gets stock ports."""
     from tests.vm.test_rfd import cpu_mask
 
@@ -495,3 +495,34 @@ def test_connect_asks_for_no_rfd_option_of_its_own(tmp_path) -> None:
     assert sum(line.split(None, 1)[1].startswith("connect(") for line in text.splitlines()) >= 32, text
     assert all(p & mask == cpu for p in mine), f"ports {mine} on CPU {cpu}"
     assert {p & mask for p in child} != {cpu}, f"FSOCKET_RFD=0: the child still got CPU {cpu}'s ports {child}"
+
+
+def test_a_server_that_only_accepts_does_not_turn_steering_on(tmp_path) -> None:
+    """Receive steering classifies every packet: a preloaded server that never connects must not
+    start it (rfd_steer=2); the first preloaded connect() does."""
+    from tests.vm.test_rfd import steering
+
+    (tmp_path / "conn.py").write_text(CONNECTER)
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 7142))
+    lsn.listen(64)
+    sh("modprobe fastsocket")
+    try:
+        rc, err = run_server(tmp_path, {"FSOCKET_VERBOSE": "1"}, 7141)
+        after_server = steering()
+        res = subprocess.run(
+            [sys.executable, tmp_path / "conn.py", "7142", "2", "-"],
+            env={"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        after_client = steering()
+    finally:
+        sh("modprobe -r fastsocket")
+        lsn.close()
+    assert rc == 0, err
+    assert "per-CPU local listeners enabled" in err, err  # it was accelerated
+    assert not after_server, "an accept-only preloaded server turned receive steering on"
+    assert res.returncode == 0, res.stderr
+    assert after_client, "a preloaded connect() did not turn receive steering on"
