@@ -61,6 +61,7 @@ class VMRequest:
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     append: tuple[str, ...] = ()
+    qemu_opts: str = ""  # more QEMU options (e.g. a -plugin); needs accel tcg or icount
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,9 @@ class VMRunner:
         ]
         if not kvm:
             argv.append("--disable-kvm")
-        if req.accel == "icount":
-            argv += ["--qemu-opts", ICOUNT_OPTS]
+        opts = " ".join(o for o in (ICOUNT_OPTS if req.accel == "icount" else "", req.qemu_opts) if o)
+        if opts:
+            argv += ["--qemu-opts", opts]
         for d in req.rwdirs:
             argv += ["--rwdir", str(d)]
         if req.cwd:

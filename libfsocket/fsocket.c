@@ -71,6 +71,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fsocket.h"
@@ -91,8 +92,14 @@
 #define FD_LOCAL	0x4	/* one of our local listeners */
 #define FD_KLOCAL	0x8	/* kernel mode: an enabled listener that has local listeners */
 
-/* Local listeners per enabled listener and process: the bits of reg.mirrored. */
-#define MAX_LOCALS	64
+/* The CPUs a thread can be pinned to: as many as its affinity mask holds. */
+#define AFFINITY_SIZE	(8 * sizeof(cpu_set_t))	/* 8192 CPUs */
+#define MAX_CPUS	(AFFINITY_SIZE * 8)
+
+/* A set of CPU numbers below MAX_CPUS. */
+struct cpus {
+	uint64_t w[MAX_CPUS / 64];
+};
 
 /* Things reported at most once per process with FSOCKET_VERBOSE=1. */
 enum {
@@ -117,8 +124,7 @@ enum {
 struct local {
 	struct local *next;	/* G's next local, or on dead_locals */
 	int fd;
-	int cpu;
-	unsigned int slot;	/* its bit in reg.mirrored */
+	int cpu;		/* G has at most one local per CPU: its bit in reg.mirrored */
 	unsigned int busy;	/* threads inside accept4(fd) */
 	bool dead;		/* detached: closed when busy drops to 0 */
 	bool gone;		/* fd was closed or replaced behind our back */
@@ -128,7 +134,7 @@ struct local {
 struct reg {
 	int epfd;
 	int cpu;		/* the registering thread's only CPU, or -1 */
-	uint64_t mirrored;	/* slots of the local listeners registered there too */
+	struct cpus mirrored;	/* CPUs whose local listeners are registered there too */
 	struct epoll_event ev;
 };
 
@@ -147,8 +153,8 @@ struct lsn {
 	int backlog;		/* portable mode: the locals listen with G's */
 	enum lsn_state state;
 	bool accept_tried;	/* accept() already evaluated G since the last ADD */
-	uint64_t announced;	/* CPUs whose local listener was reported */
-	uint64_t refused;	/* CPUs a further local listener failed for */
+	struct cpus announced;	/* CPUs whose local listener was reported */
+	struct cpus refused;	/* CPUs a further local listener failed for */
 	struct local *locs;
 	struct reg *regs;
 	unsigned int nregs;
@@ -178,8 +184,12 @@ static struct local *dead_locals;
 static unsigned int reported;
 /* Written under lock, read without it as a fast filter. */
 static unsigned char fd_flags[FSOCKET_MAX_FDS];
-/* Kernel mode, by G's number: the CPUs (below 64) of its local listeners while FD_KLOCAL is set. */
-static uint64_t klocal_cpus[FSOCKET_MAX_FDS];
+/*
+ * Kernel mode, by G's number: the CPUs of its local listeners while
+ * FD_KLOCAL is set. Allocated the first time a listener with that number
+ * gets one and never freed, so that accept() reads it without the lock.
+ */
+static struct cpus *klocal_cpus[FSOCKET_MAX_FDS];
 /* Kernel mode, by G's number: the last accept() on G came back empty. */
 static unsigned char klocal_empty[FSOCKET_MAX_FDS];
 
@@ -333,9 +343,24 @@ static struct lsn *lsn_find(int fd)
 	return NULL;
 }
 
-static uint64_t bit64(unsigned int n)
+/* Readers may run without the lock (klocal_cpus): each word is read and written whole. */
+static bool cpus_has(const struct cpus *set, int cpu)
 {
-	return n < 64 ? (uint64_t)1 << n : 0;
+	if (!set || cpu < 0 || cpu >= (int)MAX_CPUS)
+		return false;
+	return (__atomic_load_n(&set->w[cpu / 64], __ATOMIC_RELAXED) >> (cpu % 64)) & 1;
+}
+
+static void cpus_add(struct cpus *set, int cpu)
+{
+	if (cpu >= 0 && cpu < (int)MAX_CPUS)
+		set->w[cpu / 64] |= (uint64_t)1 << (cpu % 64);
+}
+
+static void cpus_del(struct cpus *set, int cpu)
+{
+	if (cpu >= 0 && cpu < (int)MAX_CPUS)
+		set->w[cpu / 64] &= ~((uint64_t)1 << (cpu % 64));
 }
 
 /* rec's local listener for cpu, or NULL. */
@@ -426,29 +451,39 @@ static void local_mark_gone(struct local *loc)
 /* Take loc out of every epoll set of rec's we put it in. */
 static void lsn_unmirror(struct lsn *rec, struct local *loc)
 {
-	uint64_t bit = bit64(loc->slot);
 	unsigned int i;
 
 	for (i = 0; i < rec->nregs; i++) {
-		if ((rec->regs[i].mirrored & bit) && !loc->gone)
+		if (cpus_has(&rec->regs[i].mirrored, loc->cpu) && !loc->gone)
 			real_epoll_ctl(rec->regs[i].epfd, EPOLL_CTL_DEL, loc->fd, NULL);
-		rec->regs[i].mirrored &= ~bit;
+		cpus_del(&rec->regs[i].mirrored, loc->cpu);
 	}
 }
 
 /* Kernel mode: publish which CPUs have rec's local listeners, for accept_kernel(). */
 static void lsn_publish(struct lsn *rec)
 {
-	uint64_t cpus = 0;
+	struct cpus *pub = klocal_cpus[rec->fd];
+	struct cpus now = { { 0 } };
 	struct local *loc;
+	size_t i;
 
 	if (conf.mode != FSOCKET_MODE_KERNEL)
 		return;
+	if (!pub && rec->locs) {
+		pub = calloc(1, sizeof(*pub));
+		/* Without it accept() takes the slow way, which is correct too. */
+		if (pub)
+			__atomic_store_n(&klocal_cpus[rec->fd], pub, __ATOMIC_RELEASE);
+	}
 	for (loc = rec->locs; loc; loc = loc->next)
-		cpus |= bit64((unsigned int)loc->cpu);
-	__atomic_store_n(&klocal_cpus[rec->fd], cpus, __ATOMIC_RELAXED);
+		cpus_add(&now, loc->cpu);
+	/* A racing accept() may see a mix for a moment: it then takes the slow way once. */
+	for (i = 0; pub && i < MAX_CPUS / 64; i++)
+		if (pub->w[i] != now.w[i])
+			__atomic_store_n(&pub->w[i], now.w[i], __ATOMIC_RELAXED);
 	__atomic_store_n(&klocal_empty[rec->fd], 0, __ATOMIC_RELAXED);
-	if (rec->locs)
+	if (rec->locs && pub)
 		fdf_set(rec->fd, FD_KLOCAL);
 	else
 		fdf_clear(rec->fd, FD_KLOCAL);
@@ -503,31 +538,36 @@ static void lsn_skip(struct lsn *rec, unsigned int what, const char *why)
 
 static int lsn_sync_mirrors(struct lsn *rec, int force_epfd);
 
-#define AFFINITY_SIZE	(8 * sizeof(cpu_set_t))	/* 8192 CPUs */
-
 /*
- * The calling thread's affinity mask in @set (AFFINITY_SIZE bytes), which
- * taskset, cpusets and offline CPUs all narrow: how many CPUs it may run
- * on, or -1 when unknown.
+ * The calling thread's affinity mask in @set (AFFINITY_SIZE bytes, of
+ * which the kernel fills *@size: one bit per possible CPU), which taskset,
+ * cpusets and offline CPUs all narrow: how many CPUs it may run on, or -1
+ * when unknown. The system call itself, as glibc's wrapper would clear
+ * and count all 8192 bits: nginx re-registers its listener every 16
+ * connections, and each time this runs.
  */
-static int allowed_cpus(cpu_set_t *set)
+static int allowed_cpus(cpu_set_t *set, size_t *size)
 {
-	if (sched_getaffinity(0, AFFINITY_SIZE, set))
+	long n = syscall(SYS_sched_getaffinity, 0, AFFINITY_SIZE, set);
+
+	if (n <= 0 || n > (long)AFFINITY_SIZE)
 		return -1;
-	return CPU_COUNT_S(AFFINITY_SIZE, set);
+	*size = (size_t)n;
+	return CPU_COUNT_S(*size, set);
 }
 
 /* The calling thread's only allowed CPU, or -1. */
 static int thread_cpu(void)
 {
 	cpu_set_t set[AFFINITY_SIZE / sizeof(cpu_set_t)];
-	int cpu;
+	const unsigned long *w = (const unsigned long *)set;
+	size_t size, i;
 
-	if (allowed_cpus(set) != 1)
+	if (allowed_cpus(set, &size) != 1)
 		return -1;
-	for (cpu = 0; cpu < (int)(AFFINITY_SIZE * 8); cpu++)
-		if (CPU_ISSET_S(cpu, AFFINITY_SIZE, set))
-			return cpu;
+	for (i = 0; i < size / sizeof(*w); i++)
+		if (w[i])
+			return (int)(i * 8 * sizeof(*w)) + __builtin_ctzl(w[i]);
 	return -1;
 }
 
@@ -560,7 +600,7 @@ static int lsn_reg_add(struct lsn *rec, int epfd, const struct epoll_event *ev)
 	}
 	rec->regs[rec->nregs].epfd = epfd;
 	rec->regs[rec->nregs].cpu = thread_cpu();
-	rec->regs[rec->nregs].mirrored = 0;
+	memset(&rec->regs[rec->nregs].mirrored, 0, sizeof(rec->regs[rec->nregs].mirrored));
 	rec->regs[rec->nregs].ev = *ev;
 	fdf_set(epfd, FD_EPOLL);
 	return (int)rec->nregs++;
@@ -595,7 +635,7 @@ static void lsn_reg_remove(struct lsn *rec, unsigned int i)
 	int err;
 
 	for (loc = rec->locs; loc; loc = loc->next)
-		if ((reg->mirrored & bit64(loc->slot)) && !loc->gone)
+		if (cpus_has(&reg->mirrored, loc->cpu) && !loc->gone)
 			real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, loc->fd, NULL);
 	rec->regs[i] = rec->regs[--rec->nregs];
 	/* It may have been the only set of a thread on L's CPU: the others get L. */
@@ -610,7 +650,7 @@ static int lsn_mirror(struct reg *reg, const struct local *loc)
 	struct epoll_event ev = reg->ev;
 	int l = loc->fd;
 
-	if (reg->mirrored & bit64(loc->slot)) {
+	if (cpus_has(&reg->mirrored, loc->cpu)) {
 		if (!real_epoll_ctl(reg->epfd, EPOLL_CTL_MOD, l, &ev))
 			return 0;
 		if (errno != ENOENT)
@@ -622,7 +662,7 @@ static int lsn_mirror(struct reg *reg, const struct local *loc)
 		if (real_epoll_ctl(reg->epfd, EPOLL_CTL_MOD, l, &ev))
 			return errno;
 	}
-	reg->mirrored |= bit64(loc->slot);
+	cpus_add(&reg->mirrored, loc->cpu);
 	return 0;
 }
 
@@ -657,22 +697,21 @@ static int lsn_sync_mirrors(struct lsn *rec, int force_epfd)
 	int err;
 
 	for (loc = rec->locs; loc; loc = loc->next) {
-		uint64_t bit = bit64(loc->slot);
-
 		if (loc->gone)
 			continue;
 		for (i = 0; i < rec->nregs; i++) {
 			struct reg *reg = &rec->regs[i];
+			bool has = cpus_has(&reg->mirrored, loc->cpu);
 
 			if (lsn_wants_mirror(rec, reg, loc)) {
-				if ((reg->mirrored & bit) && reg->epfd != force_epfd)
+				if (has && reg->epfd != force_epfd)
 					continue;
 				err = lsn_mirror(reg, loc);
 				if (err)
 					return err;
-			} else if (reg->mirrored & bit) {
+			} else if (has) {
 				real_epoll_ctl(reg->epfd, EPOLL_CTL_DEL, loc->fd, NULL);
-				reg->mirrored &= ~bit;
+				cpus_del(&reg->mirrored, loc->cpu);
 			}
 		}
 	}
@@ -839,20 +878,6 @@ static int portable_local(int l, const struct lsn *rec, int cpu, const char **op
 	return 0;
 }
 
-/* The lowest slot none of rec's local listeners has, or MAX_LOCALS. */
-static unsigned int lsn_free_slot(const struct lsn *rec)
-{
-	uint64_t used = 0;
-	const struct local *loc;
-	unsigned int slot;
-
-	for (loc = rec->locs; loc; loc = loc->next)
-		used |= bit64(loc->slot);
-	for (slot = 0; slot < MAX_LOCALS && (used & bit64(slot)); slot++)
-		;
-	return slot;
-}
-
 /*
  * No local listener for cpu: the process's first one failed, so the
  * process passes through and does not retry; a further one (another CPU
@@ -865,7 +890,7 @@ static void lsn_spawn_failed(struct lsn *rec, int cpu, unsigned int what, const 
 		lsn_fail(rec, what, op, err);
 		return;
 	}
-	rec->refused |= bit64((unsigned int)cpu);
+	cpus_add(&rec->refused, cpu);
 	report(what, "libfsocket: pid %d: no local listener for listen fd %d on CPU %d: %s: %s\n",
 	       (int)getpid(), rec->fd, cpu, op, strerror(err));
 }
@@ -876,7 +901,6 @@ static void lsn_spawn(struct lsn *rec)
 	struct fastsocket_local req;
 	const char *op = "";
 	struct local *loc;
-	unsigned int slot;
 	int fl, cpu, l, err;
 
 	fl = fcntl(rec->fd, F_GETFL);
@@ -902,11 +926,6 @@ static void lsn_spawn(struct lsn *rec)
 	}
 	if (lsn_local_on(rec, cpu))
 		return;
-	slot = lsn_free_slot(rec);
-	if (slot >= MAX_LOCALS) {
-		lsn_spawn_failed(rec, cpu, R_TABLE, "local listeners per listener", ENOSPC);
-		return;
-	}
 	l = socket(rec->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (l < 0) {
 		lsn_spawn_failed(rec, cpu, R_LOCAL, "socket", errno);
@@ -938,7 +957,6 @@ static void lsn_spawn(struct lsn *rec)
 	}
 	loc->fd = l;
 	loc->cpu = cpu;
-	loc->slot = slot;
 	fdf_set(l, FD_LOCAL);
 	loc->next = rec->locs;
 	rec->locs = loc;
@@ -949,8 +967,8 @@ static void lsn_spawn(struct lsn *rec)
 		lsn_fail(rec, R_MIRROR, "epoll_ctl", err);
 		return;
 	}
-	if (!(rec->announced & bit64((unsigned int)cpu))) {
-		rec->announced |= bit64((unsigned int)cpu);
+	if (!cpus_has(&rec->announced, cpu)) {
+		cpus_add(&rec->announced, cpu);
 		report(R_ALWAYS, "libfsocket: pid %d: local listener fd %d for listen fd %d on CPU %d\n",
 		       (int)getpid(), l, rec->fd, cpu);
 	}
@@ -963,7 +981,7 @@ static void lsn_spawn(struct lsn *rec)
  */
 static bool lsn_wants_local(const struct lsn *rec, const struct reg *reg)
 {
-	return !rec->locs || (reg->cpu >= 0 && !(rec->refused & bit64((unsigned int)reg->cpu)) &&
+	return !rec->locs || (reg->cpu >= 0 && !cpus_has(&rec->refused, reg->cpu) &&
 			      !lsn_local_on(rec, reg->cpu));
 }
 
@@ -1264,8 +1282,7 @@ static bool accept_kernel(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, 
 	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 		err = errno;
 		if (!__atomic_load_n(&klocal_empty[fd], __ATOMIC_RELAXED) &&
-		    (bit64((unsigned int)sched_getcpu()) &
-		     __atomic_load_n(&klocal_cpus[fd], __ATOMIC_RELAXED))) {
+		    cpus_has(__atomic_load_n(&klocal_cpus[fd], __ATOMIC_ACQUIRE), sched_getcpu())) {
 			__atomic_store_n(&klocal_empty[fd], 1, __ATOMIC_RELAXED);
 			errno = err;
 			*res = ret;
@@ -1348,8 +1365,8 @@ static void atfork_child(void)
 		rec->locs = NULL;
 		rec->state = LS_NONE;
 		rec->accept_tried = false;
-		rec->announced = 0;
-		rec->refused = 0;
+		memset(&rec->announced, 0, sizeof(rec->announced));
+		memset(&rec->refused, 0, sizeof(rec->refused));
 	}
 	for (loc = dead_locals; loc; loc = next) {
 		next = loc->next;
@@ -1404,6 +1421,7 @@ static void rfd_ask_task(void)
 static void fsocket_setup(void)
 {
 	cpu_set_t cpus[AFFINITY_SIZE / sizeof(cpu_set_t)];
+	size_t size;
 	const char *v;
 
 	RESOLVE(listen);
@@ -1432,7 +1450,7 @@ static void fsocket_setup(void)
 		return;
 	}
 	rfd_setup();
-	if (allowed_cpus(cpus) == 1) {
+	if (allowed_cpus(cpus, &size) == 1) {
 		/* Every connection is local already: locality would only add work. */
 		if (conf.verbose)
 			say("libfsocket: this process may run on one CPU only; listen sockets pass through\n");

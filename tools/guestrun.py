@@ -56,6 +56,7 @@ def run_guest(
     timeout: float = 1800,
     tag: str = "",
     accel: str = "auto",
+    qemu_opts: str = "",
 ) -> str:
     """Run script (sh) as root in the guest with $OUT=outdir writable; return its stdout.
 
@@ -80,6 +81,7 @@ def run_guest(
         rwdirs=(outdir,),
         cwd=REPO,
         accel=accel,
+        qemu_opts=qemu_opts,
     )
     res = VMRunner(Runner(), Layout.default().cache).run(req)
     (outdir / f"{pre}guest-stdout.txt").write_text(res.stdout)

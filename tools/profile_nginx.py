@@ -1,24 +1,26 @@
 #!/usr/bin/env python3
-"""Where a variant's extra work per connection goes: perf samples per 1,000 requests, stock vs a variant.
+"""Where a variant's extra work per connection goes: instructions per request by kernel symbol, stock vs a variant.
 
-    python3 tools/profile_nginx.py [--variant fastsocket] [--cpus 1] [--by sym|dso|comm]
+    python3 tools/profile_nginx.py [--variant fastsocket] [--cpus 2] [--method count|perf]
 
 Runs the nginx short-connection workload of bench_nginx.py in one guest
 under the instruction-counting clock (icount), stock and the variant
-interleaved for --rounds rounds, each under `perf record -a` sampling every
---period guest nanoseconds, which under icount is every --period
-instructions. Prints, per comm and symbol (or DSO, or comm), the samples
-per 1,000 requests of both and their difference, largest first: a sample
-stands for --period instructions, so +5 at the default period is about 100
-more instructions per request. Samples that fall while interrupts are off
-are charged to where they come back on (handle_softirqs, a syscall's
-return), so read single symbols with care and totals per comm or DSO with
-confidence. That holds at --cpus 1. With more vCPUs, QEMU runs an icount
-guest's vCPUs in turn on one host thread and the clock counts the
-instructions of all of them: the total per request stays exact, but each
-vCPU is sampled at the same rate whether it executes or waits for its
-turn, so the split by comm and symbol becomes a time profile. Saves the
-perf reports and a JSON summary under out/reports/.
+interleaved for --rounds rounds, and prints where their instructions per
+request differ, largest first.
+
+--method count (default): a QEMU plugin (tools/insncount/) counts every
+instruction each vCPU executes during a run: by kernel symbol, by DSO and
+function for nginx's user space ("[user] libc.so.6 memcpy"), and as one
+row, "[user]", for the rest of user space (wrk). The counts are exact at
+any vCPU count.
+
+--method perf: `perf record -a` samples every --period instructions, split
+by comm and symbol (--by sym), DSO or comm. Samples that fall while
+interrupts are off are charged to where they come back on, and with more
+than one vCPU the split is a time profile: QEMU runs an icount guest's
+vCPUs in turn, and a vCPU waiting for its turn is sampled where it stopped.
+
+Saves the raw data and a JSON summary under out/reports/.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import VARIANTS, parse_wrk, start_nginx
 from guestrun import REPO, results_dir, run_guest
+from insncount import Kallsyms, UserMaps, by_symbol, read_snapshot
+from insncount import build as build_insncount
 
 REPORT_LINE = re.compile(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[.\]\s+(.+?)\s*$")
 KEYS = {"sym": (0, 2), "dso": (0, 1), "comm": (0,)}
@@ -87,6 +91,81 @@ def guest_script(kernel_dir: Path, variant: str, cpus: int, seconds: int, rounds
     return "\n".join(lines)
 
 
+def count_script(kernel_dir: Path, variant: str, cpus: int, seconds: int, rounds: int, marker: Path) -> str:
+    """Like guest_script, but each wrk run sits between two markers: the plugin's snapshots 2i+1 are run i."""
+    lib = kernel_dir / "libfsocket.so"
+    lines = ["ulimit -n 65536", "echo 0 > /proc/sys/kernel/kptr_restrict"]
+    addr = "127.0.0.1"
+    for tag in run_order(variant, rounds):
+        lines += [
+            *start_nginx(tag.rsplit("-", 1)[0], lib, cpus, addr),
+            f"{marker}",
+            f"wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
+            f" > $OUT/{tag}.wrk",
+            f"{marker}",
+            f"cat /proc/kallsyms > $OUT/{tag}.kallsyms",
+            "for p in $NGINX $(cat /proc/$NGINX/task/$NGINX/children); do",
+            f"  cat /proc/$p/maps > $OUT/{tag}.maps.$p",
+            "done",
+            "kill $NGINX; wait $NGINX || true",
+        ]
+    return "\n".join(lines)
+
+
+def run_order(variant: str, rounds: int) -> list[str]:
+    """Tags of the runs in guest order: stock and the variant, alternating which goes first."""
+    return [f"{v}-{r}" for r in range(rounds) for v in (("stock", variant) if r % 2 == 0 else (variant, "stock"))]
+
+
+def collect_counts(outdir: Path, variant: str, rounds: int, by_dso: bool = True) -> dict[str, dict]:
+    """Instructions per request by symbol, from the plugin's snapshots (odd ones: during a run).
+
+    by_dso: split nginx's user-space instructions by DSO and function (the rest of user space,
+    wrk's, stays "[user]")."""
+    order = run_order(variant, rounds)
+    snaps = sorted(outdir.glob("insns.*"), key=lambda p: int(p.suffix[1:]))
+    if len(snaps) != 2 * len(order):
+        raise SystemExit(f"expected {2 * len(order)} instruction snapshots in {outdir}, found {len(snaps)}")
+    data: dict[str, dict] = {v: {"requests": 0, "insns": Counter()} for v in ("stock", variant)}
+    for i, tag in enumerate(order):
+        v = tag.rsplit("-", 1)[0]
+        ksyms = Kallsyms((outdir / f"{tag}.kallsyms").read_text())
+        umaps = UserMaps([p.read_text() for p in sorted(outdir.glob(f"{tag}.maps.*"))]) if by_dso else None
+        data[v]["requests"] += parse_wrk((outdir / f"{tag}.wrk").read_text())["requests"]
+        data[v]["insns"].update(by_symbol(read_snapshot(outdir / f"insns.{2 * i + 1}"), ksyms, umaps))
+    for d in data.values():
+        if d["requests"] <= 0:
+            raise SystemExit("a variant completed no requests: nothing to divide by")
+        d["per_request"] = {k: n / d["requests"] for k, n in d.pop("insns").items()}
+    return data
+
+
+def main_count(args: argparse.Namespace) -> int:
+    outdir = results_dir(f"profile-{args.variant}")
+    tools = build_insncount(REPO / "out" / "tools" / "insncount")
+    script = count_script(args.kernel_dir, args.variant, args.cpus, args.seconds, args.rounds, tools.marker)
+    run_guest(
+        args.kernel_dir,
+        script,
+        outdir,
+        cpus=args.cpus,
+        accel="icount",
+        timeout=3600,
+        qemu_opts=tools.qemu_opts(outdir / "insns"),
+    )
+    data = collect_counts(outdir, args.variant, args.rounds)
+    base, other = data["stock"]["per_request"], data[args.variant]["per_request"]
+    tb, to = sum(base.values()), sum(other.values())
+    print(f"instructions per request (exact, every vCPU), {args.cpus} vCPU, icount")
+    print(f"total: stock {tb:.0f}, {args.variant} {to:.0f} ({to / tb:.4f}x, {to - tb:+.0f} per request)")
+    print(f"{'diff':>9} {'stock':>9} {args.variant:>11}  symbol")
+    for key, b, o, d in diff_table(base, other, args.top):
+        print(f"{d:+9.1f} {b:9.1f} {o:11.1f}  {key}")
+    (outdir / "profile.json").write_text(json.dumps({v: d for v, d in data.items()}, indent=1))
+    print(f"\nsnapshots and data: {outdir}")
+    return 0
+
+
 def collect(outdir: Path, variant: str, rounds: int, by: str) -> dict[str, dict]:
     data: dict[str, dict] = {}
     for v in ("stock", variant):
@@ -103,17 +182,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel-dir", type=Path, default=REPO / "out/x86_64/vm")
     ap.add_argument("--variant", choices=[v for v in VARIANTS if v != "stock"], default="fastsocket")
-    ap.add_argument("--cpus", type=int, default=1)
+    ap.add_argument("--method", choices=("count", "perf"), default="count")
+    ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--seconds", type=int, default=3, help="per run (default 3)")
     ap.add_argument("--rounds", type=int, default=2, help="runs per variant, interleaved (default 2)")
     ap.add_argument("--period", type=int, default=20000, help="instructions per sample (default 20000)")
-    ap.add_argument("--by", choices=tuple(KEYS), default="sym")
+    ap.add_argument("--by", choices=tuple(KEYS), default="sym", help="--method perf only")
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     if min(args.cpus, args.seconds, args.rounds, args.top) < 1 or args.period < 1000:
         ap.error("--cpus, --seconds, --rounds and --top must be at least 1, --period at least 1000")
     if not (args.kernel_dir / "manifest.json").exists():
         ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
+    if args.method == "count":
+        return main_count(args)
     outdir = results_dir(f"profile-{args.variant}")
     script = guest_script(args.kernel_dir, args.variant, args.cpus, args.seconds, args.rounds, args.period)
     run_guest(args.kernel_dir, script, outdir, cpus=args.cpus, accel="icount", timeout=3600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -329,6 +330,95 @@ def test_profile_script_alternates_the_order_and_records_every_run() -> None:
     assert runs == ["stock-0", "fastsocket-0", "fastsocket-1", "stock-1"]
     assert script.count("perf record") == 4 and "-c 20000" in script
     assert script.count("LD_PRELOAD=/k/libfsocket.so") == 2
+
+
+KALLSYMS = """\
+ffffffff81000000 T _stext
+ffffffff81001000 t do_one_initcall
+ffffffff81002000 T tcp_v4_rcv
+ffffffff81003000 d some_data
+ffffffffc0001000 t fsk_accept\t[fastsocket]
+"""
+
+
+def test_insncount_names_kernel_blocks_by_symbol_and_lumps_user_space(tmp_path: Path) -> None:
+    ic = load("insncount")
+    snap = tmp_path / "insns.1"
+    recs = [(0xFFFFFFFF81002010, 7), (0xFFFFFFFF81002400, 3), (0x401000, 5), (0x7F0000001000, 6)]
+    recs += [(0xFFFFFFFFC0001004, 4), (0xFFFFFFFF81001800, 1), (0xFFFFFFFFC0021000, 9), (0xFFFFFE0000001000, 2)]
+    snap.write_bytes(b"".join(ic.struct.pack("<QQ", a, n) for a, n in recs))
+    counts = ic.read_snapshot(snap)
+    assert sum(counts.values()) == 37
+    syms = ic.by_symbol(counts, ic.Kallsyms(KALLSYMS))
+    assert syms["tcp_v4_rcv"] == 10 and syms["do_one_initcall"] == 1
+    assert syms["fsk_accept [fastsocket]"] == 4
+    assert syms[ic.USER] == 11
+    # far past the last symbol (a module's end) and below all of them (entry trampolines): no name
+    assert syms[ic.UNKNOWN] == 11
+    snap.write_bytes(b"\0" * 15)
+    with pytest.raises(ValueError, match="whole number"):
+        ic.read_snapshot(snap)
+    with pytest.raises(ValueError, match="kptr_restrict"):
+        ic.Kallsyms("0000000000000000 T _stext\n")
+
+
+def test_insncount_plugin_and_marker_build_and_the_marker_is_a_nop(tmp_path: Path) -> None:
+    ic = load("insncount")
+    tools = ic.build(tmp_path)
+    syms = subprocess.run(["nm", "-D", str(tools.plugin)], capture_output=True, text=True, check=True).stdout
+    assert re.search(r" T qemu_plugin_install$", syms, re.M) and re.search(r" [BD] qemu_plugin_version$", syms, re.M)
+    assert subprocess.run([str(tools.marker)], check=False).returncode == 0  # on the host: a NOP
+    assert bytes.fromhex("0f1f8400" + "46534d4b") in tools.marker.read_bytes()
+    assert tools.qemu_opts(tmp_path / "insns") == f"-plugin {tools.plugin},out={tmp_path / 'insns'}"
+    with pytest.raises(ValueError):
+        tools.qemu_opts(Path("/a,b/insns"))
+
+
+def test_insncount_names_user_addresses_by_dso_and_function(tmp_path: Path) -> None:
+    ic = load("insncount")
+    tools = ic.build(tmp_path)
+    syms = dict((n, a) for a, n in ic.nm_symbols(str(tools.plugin)))
+    assert "tb_trans" in syms  # a static function: the file's own symbol table
+    base = 0x7F0000000000
+    maps = f"{base:x}-{base + 0x100000:x} r-xp 00000000 00:1f 123 {tools.plugin}\n"
+    maps += "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]\n"
+    um = ic.UserMaps([maps, maps])
+    assert um.name(base + syms["tb_trans"] + 3) == "[user] insncount.so tb_trans"
+    assert um.name(base + 0x100000) == ic.USER  # past the mapping
+    assert um.name(0x7FFD00000010) == ic.USER  # not executable, no file
+    counts = ic.Counter({base + syms["snapshot"]: 5, 0x401000: 2, 0xFFFFFFFF81002000: 1})
+    named = ic.by_symbol(counts, ic.Kallsyms(KALLSYMS), um)
+    assert named == {"[user] insncount.so snapshot": 5, ic.USER: 2, "tcp_v4_rcv": 1}
+
+
+def test_profile_count_script_puts_each_run_between_two_markers_and_reads_them(tmp_path: Path) -> None:
+    pn = load("profile_nginx")
+    ic = load("insncount")
+    script = pn.count_script(Path("/k"), "fastsocket", 2, 3, 2, Path("/m/fsmark"))
+    lines = script.splitlines()
+    runs = [i for i, line in enumerate(lines) if line.startswith("wrk ")]
+    assert [lines[i].split("$OUT/")[1] for i in runs] == [f"{t}.wrk" for t in pn.run_order("fastsocket", 2)]
+    assert all(lines[i - 1] == lines[i + 1] == "/m/fsmark" for i in runs)
+    assert script.count("/m/fsmark") == 8
+    order = pn.run_order("fastsocket", 2)
+    for i, tag in enumerate(order):
+        (tmp_path / f"{tag}.kallsyms").write_text(KALLSYMS)
+        (tmp_path / f"{tag}.wrk").write_text(
+            f"  {1000 * (i + 1)} requests in 3.00s, 1.00MB read\nRequests/sec:    333.33\n"
+        )
+        per = 100 if tag.startswith("stock") else 110
+        (tmp_path / f"insns.{2 * i}").write_bytes(ic.struct.pack("<QQ", 0xFFFFFFFF81002000, 10**9))
+        (tmp_path / f"insns.{2 * i + 1}").write_bytes(
+            ic.struct.pack("<QQ", 0xFFFFFFFF81002000, per * 1000 * (i + 1))
+            + ic.struct.pack("<QQ", 0x400000, 5 * 1000 * (i + 1))
+        )
+    data = pn.collect_counts(tmp_path, "fastsocket", 2)
+    assert data["stock"]["requests"] == 1000 + 4000 and data["fastsocket"]["requests"] == 2000 + 3000
+    assert data["stock"]["per_request"] == {"tcp_v4_rcv": 100.0, ic.USER: 5.0}
+    assert data["fastsocket"]["per_request"]["tcp_v4_rcv"] == 110.0
+    (tmp_path / "insns.7").unlink()
+    with pytest.raises(SystemExit, match="expected 8 instruction snapshots"):
+        pn.collect_counts(tmp_path, "fastsocket", 2)
 
 
 def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environment() -> None:

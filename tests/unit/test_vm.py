@@ -110,3 +110,15 @@ def test_icount_is_tcg_with_the_instruction_clock(kdir, tmp_path) -> None:
     assert fake.argv[fake.argv.index("--qemu-opts") + 1].startswith("-icount shift=0,sleep=off")
     plain = vm.command_line(VMRequest(kernel_dir=kdir, command="true"), kernel_image(kdir), False, tmp_path / "rw")
     assert "--qemu-opts" not in plain
+
+
+def test_more_qemu_options_ride_in_the_same_option_as_icount(kdir, tmp_path) -> None:
+    (tmp_path / "rw").mkdir()
+    vm = VMRunner(FakeRunner(Result(("vng",), 0, "", "", 1.0)), tmp_path, vng="vng")
+    image = kernel_image(kdir)
+    req = VMRequest(kernel_dir=kdir, command="true", accel="icount", qemu_opts="-plugin /p.so,out=/o")
+    argv = vm.command_line(req, image, False, tmp_path / "rw")
+    assert argv.count("--qemu-opts") == 1
+    assert argv[argv.index("--qemu-opts") + 1] == "-icount shift=0,sleep=off,align=off -plugin /p.so,out=/o"
+    tcg = vm.command_line(VMRequest(kernel_dir=kdir, command="true", qemu_opts="-x"), image, False, tmp_path / "rw")
+    assert tcg[tcg.index("--qemu-opts") + 1] == "-x"

@@ -3,6 +3,8 @@
 On the host, every test here (except those marked `host`) is replaced by a
 GuestItem; the first one to run boots one guest with virtme-ng, which runs
 pytest on the same test ids inside the VM and writes one result per test.
+Tests marked `vcpus(N)` run in a guest of their own with N vCPUs (default
+2), booted the same way when the first of them runs.
 Each host item then passes or fails with its guest result and output. A test
 that skips inside the guest fails on the host: a VM test that skips is not a
 pass. In the guest (FASTSOCK_IN_GUEST=1) the tests run normally.
@@ -24,11 +26,12 @@ from fastsock import hostdeps
 from fastsock.errors import HostError
 from fastsock.paths import Layout
 from fastsock.runner import Runner
-from fastsock.vm import VMRequest, VMResult, VMRunner, kernel_image
+from fastsock.vm import VMRequest, VMResult, VMRunner, dmesg_problems, kernel_image
 from tests.vm.guest import IN_GUEST, kernel_dir
 
 REPO = Path(__file__).resolve().parents[2]
 VM_TIMEOUT = float(os.environ.get("FASTSOCK_VM_TIMEOUT", "1800"))
+DEFAULT_VCPUS = 2
 
 
 @dataclass
@@ -38,12 +41,24 @@ class GuestSession:
     results_dir: Path
 
 
-_session: GuestSession | None = None
+_sessions: dict[int, GuestSession] = {}
 
 
-def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
+def vcpus_of(item: pytest.Item) -> int:
+    """The vCPUs of the guest an item runs in: its vcpus(N) marker, or DEFAULT_VCPUS."""
+    mark = item.get_closest_marker("vcpus")
+    if mark is None:
+        return DEFAULT_VCPUS
+    n = mark.args[0] if mark.args else None
+    if not isinstance(n, int) or not 1 <= n <= 255:
+        raise pytest.UsageError(f"{item.nodeid}: vcpus(N) wants an int N from 1 to 255, got {mark.args!r}")
+    return n
+
+
+def _run_guest(config: pytest.Config, nodeids: list[str], cpus: int) -> GuestSession:
     layout = Layout.default()
-    results_dir = layout.build / "vm-results" / time.strftime("%Y%m%d-%H%M%S")
+    name = time.strftime("%Y%m%d-%H%M%S") + ("" if cpus == DEFAULT_VCPUS else f"-{cpus}cpus")
+    results_dir = layout.build / "vm-results" / name
     results_dir.mkdir(parents=True, exist_ok=True)
     kdir = kernel_dir()
     kernel_image(kdir)  # fails clearly when nothing is built
@@ -74,7 +89,7 @@ def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
     req = VMRequest(
         kernel_dir=kdir,
         command=shlex.join(inner),
-        cpus=2,
+        cpus=cpus,
         memory="2G",
         timeout=VM_TIMEOUT,
         rwdirs=(results_dir,),
@@ -83,7 +98,7 @@ def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter:
-        reporter.write_line(f"\n[fastsock] booting {kdir} for {len(nodeids)} guest tests ...")
+        reporter.write_line(f"\n[fastsock] booting {kdir} ({cpus} vCPUs) for {len(nodeids)} guest tests ...")
     res = VMRunner(Runner(), layout.cache).run(req)
     if res.returncode != 0 and not (res.stdout + res.stderr + res.dmesg).strip() and res.elapsed < 30:
         # The guest never printed a thing: QEMU or virtme-ng failed to start (seen once
@@ -107,22 +122,22 @@ def _run_guest(config: pytest.Config, nodeids: list[str]) -> GuestSession:
     return GuestSession(res, outcomes, results_dir)
 
 
-def guest_session(config: pytest.Config) -> GuestSession:
-    global _session
-    if _session is None:
-        ids = config.stash.get(_GUEST_IDS, [])
-        _session = _run_guest(config, ids)
-    return _session
+def guest_session(config: pytest.Config, cpus: int = DEFAULT_VCPUS) -> GuestSession:
+    if cpus not in _sessions:
+        ids = config.stash.get(_GUEST_IDS, {}).get(cpus, [])
+        _sessions[cpus] = _run_guest(config, ids, cpus)
+    return _sessions[cpus]
 
 
-_GUEST_IDS = pytest.StashKey[list]()
+_GUEST_IDS = pytest.StashKey[dict]()
 
 
 class GuestItem(pytest.Item):
     """Host stand-in for a test that runs inside the guest."""
 
     def runtest(self) -> None:
-        sess = guest_session(self.config)
+        cpus = vcpus_of(self)
+        sess = guest_session(self.config, cpus)
         out = sess.outcomes.get(self.nodeid)
         if out is None:
             tail = "\n".join((sess.result.stdout + sess.result.stderr).splitlines()[-60:])
@@ -134,6 +149,10 @@ class GuestItem(pytest.Item):
             raise GuestFailure(f"skipped in the guest (a VM test that skips is not a pass): {out['longrepr']}")
         if out["outcome"] != "passed":
             raise GuestFailure(f"failed in the guest:\n{out['longrepr']}\n{out.get('sections', '')}")
+        # The default guest's log is checked by test_host_checks.py; the others' here.
+        bad = dmesg_problems(sess.result.dmesg) if cpus != DEFAULT_VCPUS else []
+        if bad:
+            raise GuestFailure(f"the {cpus}-vCPU guest's dmesg reports:\n" + "\n".join(bad))
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[override]
         if isinstance(excinfo.value, GuestFailure):
@@ -151,14 +170,16 @@ class GuestFailure(Exception):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     if IN_GUEST:
         return
-    ids = []
+    ids: dict[int, list[str]] = {}
     for i, item in enumerate(items):
         if not str(item.path).startswith(str(Path(__file__).parent)):
             continue
         if item.get_closest_marker("host"):
             continue
-        ids.append(item.nodeid)
-        items[i] = GuestItem.from_parent(item.parent, name=item.name)
+        ids.setdefault(vcpus_of(item), []).append(item.nodeid)
+        guest_item = GuestItem.from_parent(item.parent, name=item.name)
+        guest_item.own_markers.extend(m for m in item.own_markers if m.name == "vcpus")
+        items[i] = guest_item
     config.stash[_GUEST_IDS] = ids
 
 

@@ -187,7 +187,7 @@ def test_portable_mode_can_be_switched_off(no_module) -> None:
 # and the accept() that takes it.
 EMPTY_ACCEPTS = r"""
 import os, select, socket, sys
-cpu = sorted(os.sched_getaffinity(0))[-1]
+cpu = int(sys.argv[2])
 os.sched_setaffinity(0, {cpu})
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16); s.setblocking(False)
@@ -213,12 +213,18 @@ def test_empty_accept_on_the_local_cpu_costs_one_system_call(tmp_path) -> None:
     """On its local listener's CPU, the kernel's answer to accept() already covers L: an empty
     answer goes back at once, and L itself is tried only when the previous answer was empty too
     (the check that notices a local listener the module shut down)."""
+    check_empty_accepts(tmp_path, fs.online_cpus()[-1])
+
+
+def check_empty_accepts(tmp_path, cpu: int) -> None:
+    """test_empty_accept_on_the_local_cpu_costs_one_system_call, for a worker pinned to `cpu`."""
     (tmp_path / "empty.py").write_text(EMPTY_ACCEPTS)
     trace = tmp_path / "strace.txt"
+    server = [sys.executable, str(tmp_path / "empty.py"), "7120", str(cpu)]
     sh("modprobe fastsocket")
     try:
         res = subprocess.run(
-            ["strace", "-e", "trace=accept4,write", "-o", str(trace), sys.executable, tmp_path / "empty.py", "7120"],
+            ["strace", "-e", "trace=accept4,write", "-o", str(trace), *server],
             env={"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(kernel_dir() / "libfsocket.so")},
             capture_output=True,
             text=True,
