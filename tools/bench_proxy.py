@@ -41,6 +41,11 @@ an icount guest's vCPUs in turn on one host thread, and the clock counts
 the instructions of all of them: the total per request is exact (it is
 what the CPS ratio measures), while the split by comm and symbol is a time
 profile: a vCPU waiting for its turn is sampled where it stopped.
+--count (icount) has no such limit: a QEMU plugin (tools/insncount/)
+counts every instruction where it executes, during each wrk run, and the
+report prints each variant's instructions per proxied request by kernel
+symbol and by HAProxy's DSO and function ("[user]" is the rest of user
+space: wrk and nginx), largest differences to stock first.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import CONTROL, cpu_mask, paired_ratio, parse_wrk, taskset
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
+from insncount import Kallsyms, UserMaps, by_symbol, read_snapshot
+from insncount import build as build_insncount
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
 from profile_nginx import diff_table, parse_perf_report, per_thousand
@@ -109,8 +116,12 @@ def guest_script(
     haproxy_global: tuple[str, ...] = (),
     profile: int = 0,
     per_cpu: int = 4,
+    marker: Path | None = None,
 ) -> str:
-    """The guest's run: HAProxy on CPUs 0..cpus-1; wrk and nginx on the client_cpus after them (0: shared)."""
+    """The guest's run: HAProxy on CPUs 0..cpus-1; wrk and nginx on the client_cpus after them (0: shared).
+
+    marker: the insncount marker program, run before and after each wrk run (the plugin's
+    snapshot 2i+1 is then run i of run_order)."""
     lib = kernel_dir / "libfsocket.so"
     probe = REPO / "tools/workloads/rfdprobe.py"
     smask = cmask = cpu_mask(0, cpus)
@@ -153,11 +164,12 @@ def guest_script(
         "echo $LOCKSTAT > $OUT/lockstat-available",
     ]
     record = ""
+    if marker:
+        lines.append("echo 0 > /proc/sys/kernel/kptr_restrict")
     if profile:
         lines += ["echo 0 > /proc/sys/kernel/kptr_restrict", "echo -1 > /proc/sys/kernel/perf_event_paranoid"]
         record = f"perf record -q -a -e cpu-clock -c {profile} -o /tmp/perf.data -- "
-    order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
-    for r, v in order:
+    for r, v in run_order(variants, rounds):
         load, env = SETUP[v]
         preload = f"env LD_PRELOAD={lib} {env}" if v not in ("stock", CONTROL) else ""
         tag = f"{v}-{r}"
@@ -170,8 +182,14 @@ def guest_script(
             "cat /proc/net/fastsocket > $OUT/" + tag + ".fs-before 2>/dev/null || true",
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/lock_stat; echo 1 > /proc/sys/kernel/lock_stat; fi',
             SNAPSHOT.format(path=f"$OUT/{tag}.before"),
+            *([str(marker)] if marker else []),
             f"{record}ip netns exec {wrk_ns} {on_client}wrk -t{client_cpus or cpus} -c{per_cpu * cpus} -d{seconds}s"
             f" -H 'Connection: close' http://{fe}:8094/index.html > $OUT/{tag}.wrk",
+            *(
+                [str(marker), f"cat /proc/kallsyms > $OUT/{tag}.kallsyms", f"cat /proc/$HAP/maps > $OUT/{tag}.maps"]
+                if marker
+                else []
+            ),
             SNAPSHOT.format(path=f"$OUT/{tag}.after"),
             'if [ "$LOCKSTAT" = 1 ]; then echo 0 > /proc/sys/kernel/lock_stat;'
             f" cat /proc/lock_stat > $OUT/{tag}.lock_stat; fi",
@@ -187,6 +205,44 @@ def guest_script(
             ]
     lines += ["kill $NGINX; wait $NGINX || true", "modprobe -r fastsocket 2>/dev/null || true"]
     return "\n".join(lines)
+
+
+def run_order(variants: tuple[str, ...], rounds: int) -> list[tuple[int, str]]:
+    """(round, variant) in guest order: interleaved, each round starting one variant later."""
+    return [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
+
+
+def collect_counts(outdir: Path, rounds: int, variants: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Instructions per proxied request by symbol, per variant, from the plugin's snapshots ({} if not counted)."""
+    snaps = sorted(outdir.glob("insns.*"), key=lambda p: int(p.suffix[1:]))
+    if not snaps:
+        return {}
+    order = run_order(variants, rounds)
+    if len(snaps) != 2 * len(order):
+        raise SystemExit(f"expected {2 * len(order)} instruction snapshots in {outdir}, found {len(snaps)}")
+    insns: dict[str, Counter[str]] = {v: Counter() for v in variants}
+    requests = dict.fromkeys(variants, 0)
+    for i, (r, v) in enumerate(order):
+        tag = f"{v}-{r}"
+        ksyms = Kallsyms((outdir / f"{tag}.kallsyms").read_text())
+        umaps = UserMaps([(outdir / f"{tag}.maps").read_text()])
+        requests[v] += parse_wrk((outdir / f"{tag}.wrk").read_text())["requests"]
+        insns[v].update(by_symbol(read_snapshot(snaps[2 * i + 1]), ksyms, umaps))
+    if not all(requests.values()):
+        raise SystemExit("a variant completed no requests: nothing to divide by")
+    return {v: {k: n / requests[v] for k, n in insns[v].items()} for v in variants}
+
+
+def print_counts(counts: dict[str, dict[str, float]], top: int) -> None:
+    base = counts["stock"]
+    total = sum(base.values())
+    print("\ninstructions per proxied request (exact, every vCPU, QEMU plugin)")
+    for v, other in list(counts.items())[1:]:
+        t = sum(other.values())
+        print(f"{v}: {t:.0f} vs stock {total:.0f} ({t / total:.4f}x, {t - total:+.0f} per request)")
+        print(f"{'diff':>9} {'stock':>9} {v[:14]:>14}  symbol")
+        for key, b, o, d in diff_table(base, other, top):
+            print(f"{d:+9.1f} {b:9.1f} {o:14.1f}  {key}")
 
 
 def parse_fastsocket(text: str) -> dict[str, int]:
@@ -412,11 +468,21 @@ def main() -> int:
         metavar="K",
         help="wrk keeps K connections open per HAProxy vCPU (default 4; more to saturate the proxy)",
     )
+    ap.add_argument(
+        "--count",
+        action="store_true",
+        help="(needs --accel icount) count every instruction of each wrk run with a QEMU plugin and print"
+        " where each variant's instructions per request differ from stock's, by kernel symbol and HAProxy function",
+    )
     ap.add_argument("--top", type=int, default=25, help="rows per profile table (default 25)")
     add_accel_argument(ap)
     args = ap.parse_args()
     if args.profile and (args.profile < 1000 or (args.accel != "icount" and not args.from_dir)):
         ap.error("--profile needs --accel icount (a sample must stand for instructions) and N of at least 1000")
+    if args.count and args.accel != "icount" and not args.from_dir:
+        ap.error("--count needs --accel icount (the plugin counts instructions of the icount clock)")
+    if args.count and args.profile:
+        ap.error("--count and --profile are two ways of the same thing: take one")
     if args.top < 1:
         ap.error("--top must be at least 1")
     if not 1 <= args.connections_per_cpu <= 1000:
@@ -434,6 +500,7 @@ def main() -> int:
         if not (args.kernel_dir / "manifest.json").exists():
             ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
         outdir = results_dir("proxy")
+        tools = build_insncount(REPO / "out" / "tools" / "insncount") if args.count else None
         script = guest_script(
             args.kernel_dir,
             args.cpus,
@@ -444,8 +511,17 @@ def main() -> int:
             tuple(args.haproxy_global),
             args.profile,
             args.connections_per_cpu,
+            tools.marker if tools else None,
         )
-        run_guest(args.kernel_dir, script, outdir, cpus=args.cpus + args.client_cpus, accel=args.accel)
+        run_guest(
+            args.kernel_dir,
+            script,
+            outdir,
+            cpus=args.cpus + args.client_cpus,
+            accel=args.accel,
+            qemu_opts=tools.qemu_opts(outdir / "insns") if tools else "",
+            timeout=5400,
+        )
         (outdir / "client-cpus").write_text(f"{args.client_cpus}\n")
         (outdir / "haproxy-global").write_text("".join(f"{g}\n" for g in args.haproxy_global))
         (outdir / "profile-period").write_text(f"{args.profile}\n")
@@ -464,6 +540,10 @@ def main() -> int:
         for by in ("comm", "sym"):
             data[f"profile_by_{by}"] = collect_profile(outdir, args.rounds, variants, by)
             print_profile(data[f"profile_by_{by}"], period, by, args.top)
+    counts = collect_counts(outdir, args.rounds, variants)
+    if counts:
+        data["instructions_per_request"] = counts
+        print_counts(counts, args.top)
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")
     print(f"\ndata and plot: {outdir}")

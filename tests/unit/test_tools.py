@@ -504,6 +504,32 @@ def test_bench_proxy_profile_records_every_wrk_run_and_reports_it(tmp_path: Path
     assert bp.collect_profile(tmp_path / "none", 1, ("stock",), "comm") == {}
 
 
+def test_bench_proxy_count_puts_each_wrk_run_between_markers_and_reads_them(tmp_path: Path) -> None:
+    bp, ic = load("bench_proxy"), load("insncount")
+    variants = ("stock", "fastsocket")
+    script = bp.guest_script(Path("/k"), 2, 3, 2, variants, client_cpus=2, marker=Path("/m/fsmark"))
+    lines = script.splitlines()
+    runs = [i for i, line in enumerate(lines) if " wrk -t2 -c8 -d3s" in line]
+    order = bp.run_order(variants, 2)
+    assert [lines[i].split("$OUT/")[1] for i in runs] == [f"{v}-{r}.wrk" for r, v in order]
+    assert all(lines[i - 1] == lines[i + 1] == "/m/fsmark" for i in runs)
+    assert script.count("/m/fsmark") == 2 * len(order) and "kptr_restrict" in script
+    assert "/m/fsmark" not in bp.guest_script(Path("/k"), 2, 3, 2, variants)
+    assert bp.collect_counts(tmp_path, 2, variants) == {}  # not counted
+    for i, (r, v) in enumerate(order):
+        (tmp_path / f"{v}-{r}.kallsyms").write_text(KALLSYMS)
+        (tmp_path / f"{v}-{r}.maps").write_text("")
+        (tmp_path / f"{v}-{r}.wrk").write_text(f"  {1000 * (i + 1)} requests in 3.00s, 1.00MB read\nRequests/sec: 1\n")
+        per = 100 if v == "stock" else 90
+        (tmp_path / f"insns.{2 * i}").write_bytes(ic.struct.pack("<QQ", 0xFFFFFFFF81002000, 10**9))
+        (tmp_path / f"insns.{2 * i + 1}").write_bytes(ic.struct.pack("<QQ", 0xFFFFFFFF81002000, per * 1000 * (i + 1)))
+    counts = bp.collect_counts(tmp_path, 2, variants)
+    assert counts == {"stock": {"tcp_v4_rcv": 100.0}, "fastsocket": {"tcp_v4_rcv": 90.0}}
+    (tmp_path / "insns.3").unlink()
+    with pytest.raises(SystemExit, match="expected 8 instruction snapshots"):
+        bp.collect_counts(tmp_path, 2, variants)
+
+
 def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
     bn, bp = load("bench_nginx"), load("bench_proxy")
     assert "wrk -t2 -c32 -d1s" in bp.guest_script(Path("/k"), 2, 1, 1, ("stock",), client_cpus=2, per_cpu=16)
@@ -518,6 +544,8 @@ def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
         ("bench_proxy", ["--connections-per-cpu", "0"]),
         ("bench_proxy", ["--profile", "500", "--accel", "icount"]),
         ("bench_proxy", ["--profile", "20000", "--accel", "tcg"]),
+        ("bench_proxy", ["--count", "--accel", "tcg"]),
+        ("bench_proxy", ["--count", "--profile", "20000", "--accel", "icount"]),
         ("bench_nginx", ["--connections-per-cpu", "1001"]),
     ],
 )
@@ -527,4 +555,4 @@ def test_benchmarks_reject_bad_load_and_profile_options(tool, argv, monkeypatch,
     with pytest.raises(SystemExit) as exc:
         mod.main()
     assert exc.value.code == 2
-    assert re.search(r"--(connections-per-cpu|profile)", capsys.readouterr().err)
+    assert re.search(r"--(connections-per-cpu|profile|count)", capsys.readouterr().err)

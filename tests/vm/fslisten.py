@@ -213,6 +213,17 @@ def pinned(cpus: set[int] | int) -> Iterator[None]:
         os.sched_setaffinity(0, old)
 
 
+def echo_from(cpus: list[int], port: int, n: int, timeout: float = 10, tag: str = "") -> None:
+    """From a thread pinned to each CPU in turn, n loopback connections to port that each must echo a line back."""
+    for c in cpus:
+        with pinned(c):
+            for i in range(n):
+                with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+                    line = f"{tag}{c} {i}".encode()
+                    s.sendall(line)
+                    assert s.recv(64) == line, f"connection {i} from CPU {c} got no echo"
+
+
 def listener(family: int, addr: str, backlog: int = 128, nonblocking: bool = True) -> socket.socket:
     g = socket.socket(family, socket.SOCK_STREAM)
     g.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -296,12 +296,7 @@ def test_threads_on_other_cpus_are_not_woken_for_the_local_listener(tmp_path, th
     n = 40
     srv = start_preloaded(tmp_path, THREADED, ["7111", str(n), ",".join(map(str, cpus))], {})
     try:
-        for c in cpus:  # phase 1 from the local listener's CPU, phase 2 from the other one
-            with fs.pinned(c):
-                for i in range(n):
-                    with socket.create_connection(("127.0.0.1", 7111), timeout=10) as s:
-                        s.sendall(f"ping {c} {i}".encode())
-                        assert s.recv(64) == f"ping {c} {i}".encode()
+        fs.echo_from(cpus, 7111, n, tag="ping ")  # phase 1 from the first thread's CPU, phase 2 from the other
         out, err = srv.communicate(timeout=30)
     finally:
         srv.kill()

@@ -9,7 +9,6 @@ mask can name; these tests fail where one of them is 64 bits wide.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
@@ -78,12 +77,7 @@ def test_a_thread_on_every_cpu_gets_a_local_listener_beyond_cpu_63(tmp_path, mod
         tmp_path, PER_CPU_THREADS, ["7130", str(per * len(clients)), ",".join(map(str, cpus))], {"FSOCKET_VERBOSE": "1"}
     )
     try:
-        for c in clients:
-            with fs.pinned(c):
-                for i in range(per):
-                    with socket.create_connection(("127.0.0.1", 7130), timeout=20) as s:
-                        s.sendall(f"{c} {i}".encode())
-                        assert s.recv(64) == f"{c} {i}".encode()
+        fs.echo_from(clients, 7130, per, timeout=20)
         out, err = srv.communicate(timeout=120)
     finally:
         srv.kill()
