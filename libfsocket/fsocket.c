@@ -169,6 +169,7 @@ enum put_how {
 
 static struct fsocket_conf conf;
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+static int setup_done;		/* fsocket_setup() has returned, in some thread */
 
 /* Protects everything below; never held across a blocking call. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1482,10 +1483,20 @@ static void fsocket_setup(void)
 	conf.mode = access(FSOCKET_PROC, R_OK) ? FSOCKET_MODE_PORTABLE : FSOCKET_MODE_KERNEL;
 }
 
-/* Every wrapper starts here: it may run before our constructor. */
-static void fsocket_ready(void)
+static void fsocket_setup_once(void)
 {
-	pthread_once(&setup_once, fsocket_setup);
+	fsocket_setup();
+	__atomic_store_n(&setup_done, 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Every wrapper starts here: it may run before our constructor. Once set
+ * up, a load instead of a call into pthread_once() on every socket call.
+ */
+static inline void fsocket_ready(void)
+{
+	if (__builtin_expect(!__atomic_load_n(&setup_done, __ATOMIC_ACQUIRE), 0))
+		pthread_once(&setup_once, fsocket_setup_once);
 }
 
 __attribute__((constructor)) static void fsocket_init(void)
@@ -1605,6 +1616,8 @@ EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 		errno = ENOSYS;
 		return -1;
 	}
+	if (!(fdf_get(fd) & (FD_KLOCAL | FD_LISTENER)))	/* not a listener of ours */
+		return real_accept(fd, addr, len);
 	if (accept_kernel(fd, addr, len, 0, &ret))
 		return ret;
 	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, 0, &ret))
@@ -1621,6 +1634,8 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int fla
 		errno = ENOSYS;
 		return -1;
 	}
+	if (!(fdf_get(fd) & (FD_KLOCAL | FD_LISTENER)))	/* not a listener of ours */
+		return real_accept4(fd, addr, len, flags);
 	if (accept_kernel(fd, addr, len, flags, &ret))
 		return ret;
 	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, flags, &ret))

@@ -221,7 +221,8 @@ static inline int fastsocket_rx_cpu(const struct sk_buff *skb)
 /* After a listener lookup: this CPU's local listener of the result, if any. */
 static inline struct sock *fastsocket_listen_redirect(struct sock *sk)
 {
-	if (static_branch_unlikely(&fastsocket_listen_key) && sk)
+	if (static_branch_unlikely(&fastsocket_listen_key) && sk &&
+	    rcu_access_pointer(inet_csk(sk)->icsk_fastsocket))
 		return __fastsocket_listen_redirect(sk);
 	return sk;
 }
@@ -231,7 +232,8 @@ static inline bool fastsocket_accept(struct sock *sk,
 				     struct proto_accept_arg *arg,
 				     struct sock **newsk)
 {
-	if (static_branch_unlikely(&fastsocket_listen_key))
+	if (static_branch_unlikely(&fastsocket_listen_key) &&
+	    rcu_access_pointer(inet_csk(sk)->icsk_fastsocket))
 		return __fastsocket_accept(sk, arg, newsk);
 	return false;
 }

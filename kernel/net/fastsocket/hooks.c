@@ -576,10 +576,15 @@ EXPORT_SYMBOL_GPL(fastsocket_ehash_mixed_key);
 int fastsocket_rfd_ports __read_mostly = FASTSOCKET_RFD_SOCKET;
 EXPORT_SYMBOL_GPL(fastsocket_rfd_ports);
 
-/* A local port's low bits name its CPU: this many of them. */
+/*
+ * A local port's low bits name its CPU: this many of them. nr_cpu_ids is
+ * final before the initcalls run; fastsocket_hooks_init() fills this in.
+ */
+static unsigned int fs_mask __read_mostly;
+
 static unsigned int fs_cpu_mask(void)
 {
-	return roundup_pow_of_two(nr_cpu_ids) - 1;
+	return fs_mask;
 }
 
 static bool fs_rfd_wanted(const struct sock *sk)
@@ -673,6 +678,7 @@ static struct pernet_operations fs_net_ops = {
 
 static int __init fastsocket_hooks_init(void)
 {
+	fs_mask = roundup_pow_of_two(nr_cpu_ids) - 1;
 	return register_pernet_subsys(&fs_net_ops);
 }
 subsys_initcall(fastsocket_hooks_init);
@@ -713,29 +719,16 @@ static bool fs_net_steers(const struct net *net)
 	return READ_ONCE(fsn->rfd_epoch) == READ_ONCE(fs_rfd_epoch);
 }
 
-/*
- * RFD ports come from ip_local_port_range: a destination port outside it
- * is not ours, and needs no listener walk to be left to RPS.
- */
-static bool fs_in_local_range(const struct net *net, unsigned short port)
-{
-	int low, high;
-
-	inet_get_local_port_range(net, &low, &high);
-	return port >= low && port <= high;
-}
-
-/* Is anything listening on TCP @port at @hash1's address or the wildcard? */
-static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
-			 unsigned short port)
+/* Is anything listening on TCP @port in the lhash2 buckets @hash names? */
+static bool fs_listening_in(const struct net *net, const u32 hash[2],
+			    unsigned short port)
 {
 	struct inet_hashinfo *h = net->ipv4.tcp_death_row.hashinfo;
 	const struct hlist_nulls_node *node;
-	u32 hash[2] = { hash1, hash_any };
 	struct sock *sk;
 	int i;
 
-	for (i = 0; i < ARRAY_SIZE(hash); i++)
+	for (i = 0; i < 2; i++)
 		sk_nulls_for_each_rcu(sk, node,
 				      &inet_lhash2_bucket(h, hash[i])->nulls_head)
 			if (sk->sk_num == port && net_eq(sock_net(sk), net))
@@ -743,92 +736,128 @@ static bool fs_listening(const struct net *net, u32 hash1, u32 hash_any,
 	return false;
 }
 
-/* By its ports alone: 1 active, 0 passive, -1 when a listener decides. */
-static int fs_rx_by_ports(const struct net *net, unsigned short sport,
-			  unsigned short dport)
+/* Is anything listening on TCP @port at @daddr (of @family) or the wildcard? */
+static bool fs_listening(const struct net *net, int family, const void *daddr,
+			 unsigned short port)
 {
-	if (sport < 1024)
-		return 1;
-	if (dport < 1024 || !fs_in_local_range(net, dport))
-		return 0;
-	return -1;
+	u32 hash[2];
+
+#if IS_ENABLED(CONFIG_IPV6)
+	if (family == AF_INET6) {
+		hash[0] = ipv6_portaddr_hash(net, daddr, port);
+		hash[1] = ipv6_portaddr_hash(net, &in6addr_any, port);
+		return fs_listening_in(net, hash, port);
+	}
+#endif
+	hash[0] = ipv4_portaddr_hash(net, *(const __be32 *)daddr, port);
+	hash[1] = ipv4_portaddr_hash(net, htonl(INADDR_ANY), port);
+	return fs_listening_in(net, hash, port);
 }
 
 /*
  * Classify a received TCP packet by its ports, as Fastsocket does: a
  * source port below 1024 is a server answering one of our active
  * connections; a destination port below 1024, outside
- * ip_local_port_range, or one a listener owns, is a passive connection;
- * anything else is active. An active connection's
- * local port names its CPU, so its packets go there; passive ones are
- * left to RSS/RPS. Loopback packets are left alone: no NIC hash put them
- * on a random CPU, the sender's CPU already has both ends' state, and a
- * local client that did not ask for RFD would see its replies moved; so
- * are the packets of namespaces that do not use RFD (fs_net_steers()).
- * Called with rcu_read_lock held, before RPS.
+ * ip_local_port_range (RFD ports come from it), or one a listener owns,
+ * is a passive connection; anything else is active. An active
+ * connection's local port names its CPU, so its packets go there
+ * (returned); passive ones are left to RSS/RPS (-1).
  */
-int __fastsocket_rx_cpu(const struct sk_buff *skb)
+static int fs_rx_cpu_of(const struct net *net, int family, const void *daddr,
+			const struct tcphdr *th)
 {
-	const struct net *net = dev_net(skb->dev);
-	struct tcphdr _th;
-	const struct tcphdr *th;
-	unsigned short dport;
+	unsigned short sport = ntohs(th->source), dport = ntohs(th->dest);
 	unsigned int cpu;
-	int active;
+	int low, high;
 
-	if ((skb->dev->flags & IFF_LOOPBACK) || !fs_net_steers(net))
-		return -1;
-	if (skb->protocol == htons(ETH_P_IP)) {
-		const struct iphdr *iph;
-		struct iphdr _iph;
-
-		iph = skb_header_pointer(skb, 0, sizeof(_iph), &_iph);
-		if (!iph || iph->version != 4 || iph->ihl < 5 ||
-		    iph->protocol != IPPROTO_TCP || ip_is_fragment(iph))
+	if (sport >= 1024) {
+		inet_get_local_port_range(net, &low, &high);
+		if (dport < 1024 || dport < low || dport > high ||
+		    fs_listening(net, family, daddr, dport)) {
+			fs_stat_inc(rx_passive);
 			return -1;
-		th = skb_header_pointer(skb, iph->ihl * 4, sizeof(_th), &_th);
-		if (!th)
-			return -1;
-		dport = ntohs(th->dest);
-		active = fs_rx_by_ports(net, ntohs(th->source), dport);
-		if (active < 0)
-			active = !fs_listening(net,
-					       ipv4_portaddr_hash(net, iph->daddr, dport),
-					       ipv4_portaddr_hash(net, htonl(INADDR_ANY), dport),
-					       dport);
-#if IS_ENABLED(CONFIG_IPV6)
-	} else if (skb->protocol == htons(ETH_P_IPV6)) {
-		const struct ipv6hdr *ip6h;
-		struct ipv6hdr _ip6h;
-
-		ip6h = skb_header_pointer(skb, 0, sizeof(_ip6h), &_ip6h);
-		if (!ip6h || ip6h->version != 6 ||
-		    ip6h->nexthdr != IPPROTO_TCP)
-			return -1;
-		th = skb_header_pointer(skb, sizeof(*ip6h), sizeof(_th), &_th);
-		if (!th)
-			return -1;
-		dport = ntohs(th->dest);
-		active = fs_rx_by_ports(net, ntohs(th->source), dport);
-		if (active < 0)
-			active = !fs_listening(net,
-					       ipv6_portaddr_hash(net, &ip6h->daddr, dport),
-					       ipv6_portaddr_hash(net, &in6addr_any, dport),
-					       dport);
-#endif
-	} else {
-		return -1;
-	}
-
-	if (!active) {
-		fs_stat_inc(rx_passive);
-		return -1;
+		}
 	}
 	cpu = dport & fs_cpu_mask();
 	if (cpu >= nr_cpu_ids || !cpu_online(cpu))
 		return -1;
 	fs_stat_inc(rx_active);
 	return cpu;
+}
+
+/*
+ * The headers of a packet whose IP or TCP ports are not in the linear
+ * area: copied out. Out of line, so that the common case does not set up
+ * (and, with stack auto-initialisation, clear) the buffers.
+ */
+static noinline int fs_rx_cpu_copied(const struct sk_buff *skb,
+				     const struct net *net)
+{
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} _ih;
+	const struct iphdr *iph;
+	const struct ipv6hdr *ip6h;
+	const struct tcphdr *th;
+	struct tcphdr _th;
+
+	if (skb->protocol == htons(ETH_P_IP)) {
+		iph = skb_header_pointer(skb, 0, sizeof(_ih.v4), &_ih.v4);
+		if (!iph || iph->version != 4 || iph->ihl < 5 ||
+		    iph->protocol != IPPROTO_TCP || ip_is_fragment(iph))
+			return -1;
+		th = skb_header_pointer(skb, iph->ihl * 4, sizeof(_th), &_th);
+		return th ? fs_rx_cpu_of(net, AF_INET, &iph->daddr, th) : -1;
+	}
+	ip6h = skb_header_pointer(skb, 0, sizeof(_ih.v6), &_ih.v6);
+	if (!ip6h || ip6h->version != 6 || ip6h->nexthdr != IPPROTO_TCP)
+		return -1;
+	th = skb_header_pointer(skb, sizeof(*ip6h), sizeof(_th), &_th);
+	return th ? fs_rx_cpu_of(net, AF_INET6, &ip6h->daddr, th) : -1;
+}
+
+/*
+ * The CPU a received packet goes to, or -1 to leave it to RPS. Loopback
+ * packets are left alone: no NIC hash put them on a random CPU, the
+ * sender's CPU already has both ends' state, and a local client that did
+ * not ask for RFD would see its replies moved; so are the packets of
+ * namespaces that do not use RFD (fs_net_steers()). The headers are read
+ * in place when the linear area holds them, as it does for most drivers.
+ * Called with rcu_read_lock held, before RPS.
+ */
+int __fastsocket_rx_cpu(const struct sk_buff *skb)
+{
+	const struct net *net = dev_net(skb->dev);
+	unsigned int hlen = skb_headlen(skb);
+	const struct ipv6hdr *ip6h;
+	const struct iphdr *iph;
+	unsigned int thoff;
+
+	if ((skb->dev->flags & IFF_LOOPBACK) || !fs_net_steers(net))
+		return -1;
+	if (skb->protocol == htons(ETH_P_IP)) {
+		iph = (const struct iphdr *)skb->data;
+		if (hlen < sizeof(*iph))
+			return fs_rx_cpu_copied(skb, net);
+		thoff = iph->ihl * 4;
+		if (iph->version != 4 || thoff < sizeof(*iph) ||
+		    iph->protocol != IPPROTO_TCP || ip_is_fragment(iph))
+			return -1;
+		if (hlen < thoff + 4)	/* the ports: all fs_rx_cpu_of() reads */
+			return fs_rx_cpu_copied(skb, net);
+		return fs_rx_cpu_of(net, AF_INET, &iph->daddr,
+				    (const struct tcphdr *)(skb->data + thoff));
+	}
+	if (!IS_ENABLED(CONFIG_IPV6) || skb->protocol != htons(ETH_P_IPV6))
+		return -1;
+	ip6h = (const struct ipv6hdr *)skb->data;
+	if (hlen < sizeof(*ip6h) + 4)
+		return fs_rx_cpu_copied(skb, net);
+	if (ip6h->version != 6 || ip6h->nexthdr != IPPROTO_TCP)
+		return -1;
+	return fs_rx_cpu_of(net, AF_INET6, &ip6h->daddr,
+			    (const struct tcphdr *)(ip6h + 1));
 }
 #else
 int __fastsocket_rx_cpu(const struct sk_buff *skb)
