@@ -1298,6 +1298,19 @@ static bool accept_kernel(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, 
 	return true;
 }
 
+/*
+ * accept() and accept4() on fd: true with *res set when fd is an enabled
+ * listener and the library answered; a non-listener costs one flag test.
+ */
+static bool accept_ours(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags, int *res)
+{
+	if (!(fdf_get(fd) & (FD_KLOCAL | FD_LISTENER)))
+		return false;
+	if (accept_kernel(fd, addr, len, flags, res))
+		return true;
+	return (fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, flags, res);
+}
+
 /* -- setup --------------------------------------------------------------------- */
 
 static bool env_on(const char *name)
@@ -1616,11 +1629,7 @@ EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!(fdf_get(fd) & (FD_KLOCAL | FD_LISTENER)))	/* not a listener of ours */
-		return real_accept(fd, addr, len);
-	if (accept_kernel(fd, addr, len, 0, &ret))
-		return ret;
-	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, 0, &ret))
+	if (accept_ours(fd, addr, len, 0, &ret))
 		return ret;
 	return real_accept(fd, addr, len);
 }
@@ -1634,11 +1643,7 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int fla
 		errno = ENOSYS;
 		return -1;
 	}
-	if (!(fdf_get(fd) & (FD_KLOCAL | FD_LISTENER)))	/* not a listener of ours */
-		return real_accept4(fd, addr, len, flags);
-	if (accept_kernel(fd, addr, len, flags, &ret))
-		return ret;
-	if ((fdf_get(fd) & FD_LISTENER) && accept_local(fd, addr, len, flags, &ret))
+	if (accept_ours(fd, addr, len, flags, &ret))
 		return ret;
 	return real_accept4(fd, addr, len, flags);
 }
