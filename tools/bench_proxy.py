@@ -46,6 +46,11 @@ counts every instruction where it executes, during each wrk run, and the
 report prints each variant's instructions per proxied request by kernel
 symbol and by HAProxy's DSO and function ("[user]" is the rest of user
 space: wrk and nginx), largest differences to stock first.
+--lines (with --count) has the plugin also follow every kernel load and
+store through a model of per-vCPU caches and count the cache-line
+transfers between vCPUs per proxied request, by the symbol whose access
+caused them: the cross-core bounces that icount's clock does not charge
+(and that per-core tables exist to remove). QEMU runs 2-5x slower.
 """
 
 from __future__ import annotations
@@ -212,34 +217,45 @@ def run_order(variants: tuple[str, ...], rounds: int) -> list[tuple[int, str]]:
     return [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
 
 
-def collect_counts(outdir: Path, rounds: int, variants: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Instructions per proxied request by symbol, per variant, from the plugin's snapshots ({} if not counted)."""
-    snaps = sorted(outdir.glob("insns.*"), key=lambda p: int(p.suffix[1:]))
+def collect_counts(
+    outdir: Path, rounds: int, variants: tuple[str, ...], stem: str = "insns"
+) -> dict[str, dict[str, float]]:
+    """Events per proxied request by symbol, per variant, from the plugin's snapshots STEM.k: instructions
+    (insns) or cache-line transfers (lines). {} if not counted."""
+    snaps = sorted(outdir.glob(f"{stem}.*"), key=lambda p: int(p.suffix[1:]))
     if not snaps:
         return {}
     order = run_order(variants, rounds)
     if len(snaps) != 2 * len(order):
-        raise SystemExit(f"expected {2 * len(order)} instruction snapshots in {outdir}, found {len(snaps)}")
-    insns: dict[str, Counter[str]] = {v: Counter() for v in variants}
+        raise SystemExit(f"expected {2 * len(order)} {stem} snapshots in {outdir}, found {len(snaps)}")
+    events: dict[str, Counter[str]] = {v: Counter() for v in variants}
     requests = dict.fromkeys(variants, 0)
     for i, (r, v) in enumerate(order):
         tag = f"{v}-{r}"
         ksyms = Kallsyms((outdir / f"{tag}.kallsyms").read_text())
         umaps = UserMaps([(outdir / f"{tag}.maps").read_text()])
         requests[v] += parse_wrk((outdir / f"{tag}.wrk").read_text())["requests"]
-        insns[v].update(by_symbol(read_snapshot(snaps[2 * i + 1]), ksyms, umaps))
+        events[v].update(by_symbol(read_snapshot(snaps[2 * i + 1]), ksyms, umaps))
     if not all(requests.values()):
         raise SystemExit("a variant completed no requests: nothing to divide by")
-    return {v: {k: n / requests[v] for k, n in insns[v].items()} for v in variants}
+    return {v: {k: n / requests[v] for k, n in events[v].items()} for v in variants}
 
 
-def print_counts(counts: dict[str, dict[str, float]], top: int) -> None:
+COUNT_TITLES = {
+    "insns": "instructions per proxied request (exact, every vCPU, QEMU plugin)",
+    "lines": "cache-line transfers between vCPUs per proxied request (kernel memory, write-invalidate model,"
+    " by the code whose access caused them)",
+}
+
+
+def print_counts(counts: dict[str, dict[str, float]], top: int, stem: str = "insns") -> None:
     base = counts["stock"]
     total = sum(base.values())
-    print("\ninstructions per proxied request (exact, every vCPU, QEMU plugin)")
+    print(f"\n{COUNT_TITLES[stem]}")
     for v, other in list(counts.items())[1:]:
         t = sum(other.values())
-        print(f"{v}: {t:.0f} vs stock {total:.0f} ({t / total:.4f}x, {t - total:+.0f} per request)")
+        ratio = f"{t / total:.4f}x" if total else "stock has none"
+        print(f"{v}: {t:.1f} vs stock {total:.1f} ({ratio}, {t - total:+.1f} per request)")
         print(f"{'diff':>9} {'stock':>9} {v[:14]:>14}  symbol")
         for key, b, o, d in diff_table(base, other, top):
             print(f"{d:+9.1f} {b:9.1f} {o:14.1f}  {key}")
@@ -474,6 +490,12 @@ def main() -> int:
         help="(needs --accel icount) count every instruction of each wrk run with a QEMU plugin and print"
         " where each variant's instructions per request differ from stock's, by kernel symbol and HAProxy function",
     )
+    ap.add_argument(
+        "--lines",
+        action="store_true",
+        help="(with --count) also count the cache-line transfers between vCPUs that the kernel's loads and"
+        " stores cause, in a write-invalidate model of per-vCPU caches, by symbol (QEMU runs 2-5x slower)",
+    )
     ap.add_argument("--top", type=int, default=25, help="rows per profile table (default 25)")
     add_accel_argument(ap)
     args = ap.parse_args()
@@ -481,6 +503,8 @@ def main() -> int:
         ap.error("--profile needs --accel icount (a sample must stand for instructions) and N of at least 1000")
     if args.count and args.accel != "icount" and not args.from_dir:
         ap.error("--count needs --accel icount (the plugin counts instructions of the icount clock)")
+    if args.lines and not args.count:
+        ap.error("--lines works with --count (the same plugin takes both): add --count")
     if args.count and args.profile:
         ap.error("--count and --profile are two ways of the same thing: take one")
     if args.top < 1:
@@ -519,8 +543,8 @@ def main() -> int:
             outdir,
             cpus=args.cpus + args.client_cpus,
             accel=args.accel,
-            qemu_opts=tools.qemu_opts(outdir / "insns") if tools else "",
-            timeout=5400,
+            qemu_opts=tools.qemu_opts(outdir / "insns", outdir / "lines" if args.lines else None) if tools else "",
+            timeout=5400 * (3 if args.lines else 1),
         )
         (outdir / "client-cpus").write_text(f"{args.client_cpus}\n")
         (outdir / "haproxy-global").write_text("".join(f"{g}\n" for g in args.haproxy_global))
@@ -540,10 +564,11 @@ def main() -> int:
         for by in ("comm", "sym"):
             data[f"profile_by_{by}"] = collect_profile(outdir, args.rounds, variants, by)
             print_profile(data[f"profile_by_{by}"], period, by, args.top)
-    counts = collect_counts(outdir, args.rounds, variants)
-    if counts:
-        data["instructions_per_request"] = counts
-        print_counts(counts, args.top)
+    for stem, key in (("insns", "instructions_per_request"), ("lines", "line_transfers_per_request")):
+        counts = collect_counts(outdir, args.rounds, variants, stem)
+        if counts:
+            data[key] = counts
+            print_counts(counts, args.top, stem)
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")
     print(f"\ndata and plot: {outdir}")

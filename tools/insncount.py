@@ -6,6 +6,11 @@ runs the marker program. Under icount, where a rate is the inverse of the
 machine's instructions per event, this says exactly where a variant's
 extra instructions go, at any vCPU count (a perf profile there is a time
 profile: a vCPU waiting for its turn is sampled where it stopped).
+
+With lines=, the plugin also counts the cache-line transfers between vCPUs
+that a write-invalidate cache model sees for kernel memory: the bounces
+that the cacheless icount clock does not charge, by the code that caused
+them.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ class Tools:
     plugin: Path  # insncount.so, loaded by QEMU on the host
     marker: Path  # fsmark, run in the guest
 
-    def qemu_opts(self, prefix: Path) -> str:
-        """The -plugin option: snapshots go to PREFIX.0, PREFIX.1, ..."""
-        if "," in str(prefix) or " " in str(prefix):
-            raise ValueError(f"snapshot prefix {prefix} may hold neither ',' nor ' '")
-        return f"-plugin {self.plugin},out={prefix}"
+    def qemu_opts(self, prefix: Path, lines: Path | None = None) -> str:
+        """The -plugin option: snapshots go to PREFIX.0, PREFIX.1, ...; with lines, the
+        cache-line transfers of the same intervals to LINES.0, LINES.1, ..."""
+        for p in (prefix, lines):
+            if p and ("," in str(p) or " " in str(p)):
+                raise ValueError(f"snapshot prefix {p} may hold neither ',' nor ' '")
+        return f"-plugin {self.plugin},out={prefix}" + (f",lines={lines}" if lines else "")
 
 
 def build(dest: Path) -> Tools:
@@ -58,7 +65,7 @@ def build(dest: Path) -> Tools:
 
 
 def read_snapshot(path: Path) -> Counter[int]:
-    """PREFIX.k -> instructions by block address."""
+    """PREFIX.k -> instructions (or, from a lines= snapshot, cache-line transfers) by block address."""
     data = path.read_bytes()
     if len(data) % 16:
         raise ValueError(f"{path}: {len(data)} bytes is not a whole number of records")

@@ -374,6 +374,84 @@ def test_insncount_plugin_and_marker_build_and_the_marker_is_a_nop(tmp_path: Pat
         tools.qemu_opts(Path("/a,b/insns"))
 
 
+# Drives the plugin's own code without QEMU: the harness supplies the plugin API, translates one
+# fake block, replays loads and stores from given vCPUs and takes a snapshot.
+LINES_HARNESS = r"""
+#include <stdint.h>
+#include <stddef.h>
+struct qemu_plugin_insn { unsigned char data[8]; size_t size; };
+struct qemu_plugin_tb { struct qemu_plugin_insn insn[2]; uint64_t vaddr; };
+static void *mem_cb, *mem_ud, *trans_cb;
+#include "insncount.c"
+void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_trans_cb_t cb) { (void)id; trans_cb = cb; }
+void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op, void *ptr,
+                          uint64_t imm) { (void)tb; (void)op; *(uint64_t *)ptr += imm; }
+void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, vcpu_udata_cb_t cb,
+                        enum qemu_plugin_cb_flags flags, void *userdata)
+{ (void)insn; (void)cb; (void)flags; (void)userdata; }
+void qemu_plugin_register_vcpu_mem_cb(struct qemu_plugin_insn *insn, mem_cb_t cb,
+                      enum qemu_plugin_cb_flags flags, enum qemu_plugin_mem_rw rw, void *userdata)
+{ (void)insn; (void)flags; (void)rw; mem_cb = (void *)cb; mem_ud = userdata; }
+_Bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t info) { return info & 1; }
+void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, udata_cb_t cb, void *userdata)
+{ (void)id; (void)cb; (void)userdata; }
+size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb) { (void)tb; return 2; }
+uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb) { return tb->vaddr; }
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t i)
+{ return (struct qemu_plugin_insn *)&tb->insn[i]; }
+const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn) { return insn->data; }
+size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn) { return insn->size; }
+void qemu_plugin_outs(const char *s) { fputs(s, stderr); }
+
+int main(int argc, char **argv)
+{
+    qemu_info_t info = { .system_emulation = 1, .system = { 4, 4 } };
+    struct qemu_plugin_tb tb = { { { {0}, 1 }, { {0}, 1 } }, 0xffffffff81002000ull };
+    unsigned int vcpu, store;
+    unsigned long long addr;
+
+    if (qemu_plugin_install(1, &info, argc - 1, argv + 1))
+        return 2;
+    ((tb_trans_cb_t)trans_cb)(1, &tb);
+    while (scanf("%u %u %llx", &vcpu, &store, &addr) == 3)
+        ((mem_cb_t)mem_cb)(vcpu, store, addr, mem_ud);
+    snapshot(0, NULL);
+    return 0;
+}
+"""
+
+
+def test_insncount_lines_counts_transfers_between_vcpus_in_kernel_memory(tmp_path: Path) -> None:
+    ic = load("insncount")
+    (tmp_path / "harness.c").write_text(LINES_HARNESS)
+    exe = tmp_path / "harness"
+    subprocess.run(["gcc", "-O2", "-Wall", "-I", str(ic.SRC), "-o", str(exe), str(tmp_path / "harness.c")], check=True)
+
+    def transfers(accesses: str) -> int:
+        for f in tmp_path.glob("[il]*.0"):
+            f.unlink()
+        args = [str(exe), f"out={tmp_path / 'insns'}", f"lines={tmp_path / 'lines'}"]
+        subprocess.run(args, input=accesses, text=True, check=True)
+        assert ic.read_snapshot(tmp_path / "insns.0") == {0xFFFFFFFF81002000: 2}
+        return sum(ic.read_snapshot(tmp_path / "lines.0").values())
+
+    line, other = "ffff888000001000", "ffff888000001040"
+    assert transfers(f"0 1 {line}\n0 0 {line}\n0 1 {line}\n") == 0  # one vCPU: never
+    assert transfers(f"0 1 {line}\n1 0 {line}\n") == 1  # read of a line modified elsewhere
+    assert transfers(f"0 1 {line}\n1 0 {line}\n1 0 {line}\n0 0 {line}\n") == 1  # then shared: free
+    assert transfers(f"0 0 {line}\n1 0 {line}\n2 0 {line}\n") == 0  # read-mostly data does not bounce
+    assert transfers(f"0 0 {line}\n1 0 {line}\n1 1 {line}\n") == 1  # a store invalidates the other copy
+    assert transfers(f"0 1 {line}\n1 1 {line}\n0 1 {line}\n1 1 {line}\n") == 3  # a lock ping-pong
+    far = "ffffc90000001000"  # vmalloc: another leaf of the table
+    assert transfers(f"0 1 {line}\n1 1 {other}\n1 1 {far}\n0 1 {line}\n0 0 {far}\n") == 1  # only far bounced
+    assert transfers("0 1 00007f0000001000\n1 0 00007f0000001000\n") == 0  # user space: not modelled
+    assert transfers(f"0 1 {line}\n1 1 {line[:-1]}8\n") == 1  # same 64-byte line, other offset
+    bad = subprocess.run([str(exe), f"out={tmp_path / 'i'}", "lines="], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "unknown argument" in bad.stderr
+    opts = ic.build(tmp_path / "t").qemu_opts(tmp_path / "insns", tmp_path / "lines")
+    assert opts.endswith(f",out={tmp_path / 'insns'},lines={tmp_path / 'lines'}")
+
+
 def test_insncount_names_user_addresses_by_dso_and_function(tmp_path: Path) -> None:
     ic = load("insncount")
     tools = ic.build(tmp_path)
@@ -526,7 +604,7 @@ def test_bench_proxy_count_puts_each_wrk_run_between_markers_and_reads_them(tmp_
     counts = bp.collect_counts(tmp_path, 2, variants)
     assert counts == {"stock": {"tcp_v4_rcv": 100.0}, "fastsocket": {"tcp_v4_rcv": 90.0}}
     (tmp_path / "insns.3").unlink()
-    with pytest.raises(SystemExit, match="expected 8 instruction snapshots"):
+    with pytest.raises(SystemExit, match="expected 8 insns snapshots"):
         bp.collect_counts(tmp_path, 2, variants)
 
 
@@ -546,6 +624,7 @@ def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
         ("bench_proxy", ["--profile", "20000", "--accel", "tcg"]),
         ("bench_proxy", ["--count", "--accel", "tcg"]),
         ("bench_proxy", ["--count", "--profile", "20000", "--accel", "icount"]),
+        ("bench_proxy", ["--lines", "--accel", "icount"]),
         ("bench_nginx", ["--connections-per-cpu", "1001"]),
     ],
 )
@@ -555,4 +634,4 @@ def test_benchmarks_reject_bad_load_and_profile_options(tool, argv, monkeypatch,
     with pytest.raises(SystemExit) as exc:
         mod.main()
     assert exc.value.code == 2
-    assert re.search(r"--(connections-per-cpu|profile|count)", capsys.readouterr().err)
+    assert re.search(r"--(connections-per-cpu|profile|count|lines)", capsys.readouterr().err)
