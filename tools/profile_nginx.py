@@ -12,7 +12,9 @@ request differ, largest first.
 instruction each vCPU executes during a run: by kernel symbol, by DSO and
 function for nginx's user space ("[user] libc.so.6 memcpy"), and as one
 row, "[user]", for the rest of user space (wrk). The counts are exact at
-any vCPU count.
+any vCPU count. With --lines the plugin also counts the cache-line
+transfers between vCPUs that kernel loads and stores cause (a model of
+per-vCPU caches; see tools/insncount.py), by the symbol that caused them.
 
 --method perf: `perf record -a` samples every --period instructions, split
 by comm and symbol (--by sym), DSO or comm. Samples that fall while
@@ -117,22 +119,26 @@ def run_order(variant: str, rounds: int) -> list[str]:
     return [f"{v}-{r}" for r in range(rounds) for v in (("stock", variant) if r % 2 == 0 else (variant, "stock"))]
 
 
-def collect_counts(outdir: Path, variant: str, rounds: int, by_dso: bool = True) -> dict[str, dict]:
-    """Instructions per request by symbol, from the plugin's snapshots (odd ones: during a run).
+def collect_counts(
+    outdir: Path, variant: str, rounds: int, by_dso: bool = True, stem: str = "insns"
+) -> dict[str, dict]:
+    """Instructions (stem insns) or cache-line transfers (stem lines) per request by symbol, from the
+    plugin's snapshots (odd ones: during a run).
 
     by_dso: split nginx's user-space instructions by DSO and function (the rest of user space,
     wrk's, stays "[user]")."""
     order = run_order(variant, rounds)
-    snaps = sorted(outdir.glob("insns.*"), key=lambda p: int(p.suffix[1:]))
+    snaps = sorted(outdir.glob(f"{stem}.*"), key=lambda p: int(p.suffix[1:]))
     if len(snaps) != 2 * len(order):
-        raise SystemExit(f"expected {2 * len(order)} instruction snapshots in {outdir}, found {len(snaps)}")
+        what = "instruction" if stem == "insns" else stem
+        raise SystemExit(f"expected {2 * len(order)} {what} snapshots in {outdir}, found {len(snaps)}")
     data: dict[str, dict] = {v: {"requests": 0, "insns": Counter()} for v in ("stock", variant)}
     for i, tag in enumerate(order):
         v = tag.rsplit("-", 1)[0]
         ksyms = Kallsyms((outdir / f"{tag}.kallsyms").read_text())
         umaps = UserMaps([p.read_text() for p in sorted(outdir.glob(f"{tag}.maps.*"))]) if by_dso else None
         data[v]["requests"] += parse_wrk((outdir / f"{tag}.wrk").read_text())["requests"]
-        data[v]["insns"].update(by_symbol(read_snapshot(outdir / f"insns.{2 * i + 1}"), ksyms, umaps))
+        data[v]["insns"].update(by_symbol(read_snapshot(outdir / f"{stem}.{2 * i + 1}"), ksyms, umaps))
     for d in data.values():
         if d["requests"] <= 0:
             raise SystemExit("a variant completed no requests: nothing to divide by")
@@ -150,18 +156,26 @@ def main_count(args: argparse.Namespace) -> int:
         outdir,
         cpus=args.cpus,
         accel="icount",
-        timeout=3600,
-        qemu_opts=tools.qemu_opts(outdir / "insns"),
+        timeout=3600 * (3 if args.lines else 1),
+        qemu_opts=tools.qemu_opts(outdir / "insns", outdir / "lines" if args.lines else None),
     )
-    data = collect_counts(outdir, args.variant, args.rounds)
-    base, other = data["stock"]["per_request"], data[args.variant]["per_request"]
-    tb, to = sum(base.values()), sum(other.values())
-    print(f"instructions per request (exact, every vCPU), {args.cpus} vCPU, icount")
-    print(f"total: stock {tb:.0f}, {args.variant} {to:.0f} ({to / tb:.4f}x, {to - tb:+.0f} per request)")
-    print(f"{'diff':>9} {'stock':>9} {args.variant:>11}  symbol")
-    for key, b, o, d in diff_table(base, other, args.top):
-        print(f"{d:+9.1f} {b:9.1f} {o:11.1f}  {key}")
-    (outdir / "profile.json").write_text(json.dumps({v: d for v, d in data.items()}, indent=1))
+    titles = {
+        "insns": "instructions per request (exact, every vCPU)",
+        "lines": "cache-line transfers between vCPUs per request (kernel memory, write-invalidate model)",
+    }
+    result = {}
+    for stem in ("insns", "lines") if args.lines else ("insns",):
+        data = collect_counts(outdir, args.variant, args.rounds, stem=stem)
+        base, other = data["stock"]["per_request"], data[args.variant]["per_request"]
+        tb, to = sum(base.values()), sum(other.values())
+        print(f"\n{titles[stem]}, {args.cpus} vCPU, icount")
+        ratio = f"{to / tb:.4f}x" if tb else "stock has none"
+        print(f"total: stock {tb:.1f}, {args.variant} {to:.1f} ({ratio}, {to - tb:+.1f} per request)")
+        print(f"{'diff':>9} {'stock':>9} {args.variant:>11}  symbol")
+        for key, b, o, d in diff_table(base, other, args.top):
+            print(f"{d:+9.1f} {b:9.1f} {o:11.1f}  {key}")
+        result["instructions" if stem == "insns" else "line_transfers"] = data
+    (outdir / "profile.json").write_text(json.dumps(result, indent=1))
     print(f"\nsnapshots and data: {outdir}")
     return 0
 
@@ -188,10 +202,17 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="runs per variant, interleaved (default 2)")
     ap.add_argument("--period", type=int, default=20000, help="instructions per sample (default 20000)")
     ap.add_argument("--by", choices=tuple(KEYS), default="sym", help="--method perf only")
+    ap.add_argument(
+        "--lines",
+        action="store_true",
+        help="--method count only: also count cache-line transfers between vCPUs in kernel memory (QEMU 2-5x slower)",
+    )
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     if min(args.cpus, args.seconds, args.rounds, args.top) < 1 or args.period < 1000:
         ap.error("--cpus, --seconds, --rounds and --top must be at least 1, --period at least 1000")
+    if args.lines and args.method != "count":
+        ap.error("--lines needs --method count (the counting plugin models the caches)")
     if not (args.kernel_dir / "manifest.json").exists():
         ap.error(f"no kernel in {args.kernel_dir}: run `python3 build.py` first")
     if args.method == "count":

@@ -494,9 +494,20 @@ def test_profile_count_script_puts_each_run_between_two_markers_and_reads_them(t
     assert data["stock"]["requests"] == 1000 + 4000 and data["fastsocket"]["requests"] == 2000 + 3000
     assert data["stock"]["per_request"] == {"tcp_v4_rcv": 100.0, ic.USER: 5.0}
     assert data["fastsocket"]["per_request"]["tcp_v4_rcv"] == 110.0
+    assert pn.collect_counts(tmp_path, "fastsocket", 2)["stock"]["per_request"] != {}
+    for i, tag in enumerate(order):  # --lines: the transfers of the same runs, by the same symbols
+        n = 30 if tag.startswith("stock") else 3
+        for k in (2 * i, 2 * i + 1):
+            (tmp_path / f"lines.{k}").write_bytes(ic.struct.pack("<QQ", 0xFFFFFFFF81002000, n * 1000 * (i + 1)))
+    lines_data = pn.collect_counts(tmp_path, "fastsocket", 2, stem="lines")
+    assert lines_data["stock"]["per_request"] == {"tcp_v4_rcv": 30.0}
+    assert lines_data["fastsocket"]["per_request"] == {"tcp_v4_rcv": 3.0}
     (tmp_path / "insns.7").unlink()
     with pytest.raises(SystemExit, match="expected 8 instruction snapshots"):
         pn.collect_counts(tmp_path, "fastsocket", 2)
+    (tmp_path / "lines.7").unlink()
+    with pytest.raises(SystemExit, match="expected 8 lines snapshots"):
+        pn.collect_counts(tmp_path, "fastsocket", 2, stem="lines")
 
 
 def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environment() -> None:
@@ -625,6 +636,7 @@ def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
         ("bench_proxy", ["--count", "--accel", "tcg"]),
         ("bench_proxy", ["--count", "--profile", "20000", "--accel", "icount"]),
         ("bench_proxy", ["--lines", "--accel", "icount"]),
+        ("profile_nginx", ["--lines", "--method", "perf"]),
         ("bench_nginx", ["--connections-per-cpu", "1001"]),
     ],
 )
