@@ -65,7 +65,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import CONTROL, cpu_mask, paired_ratio, parse_wrk, taskset
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
-from insncount import Kallsyms, UserMaps, by_symbol, read_snapshot
+from insncount import Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
 from insncount import build as build_insncount
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
@@ -259,6 +259,18 @@ def print_counts(counts: dict[str, dict[str, float]], top: int, stem: str = "ins
         print(f"{'diff':>9} {'stock':>9} {v[:14]:>14}  symbol")
         for key, b, o, d in diff_table(base, other, top):
             print(f"{d:+9.1f} {b:9.1f} {o:14.1f}  {key}")
+
+
+def print_break_even(insns: dict[str, dict[str, float]], lines: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per variant: its extra instructions against the transfers it saves (or the other way round)."""
+    print("\ninstructions against cache-line transfers, per proxied request, variant minus stock")
+    out = {}
+    for v in list(insns)[1:]:
+        di = sum(insns[v].values()) - sum(insns["stock"].values())
+        dl = sum(lines[v].values()) - sum(lines["stock"].values())
+        out[v] = break_even(di, dl)
+        print(f"{v}: {di:+.0f} instructions, {dl:+.1f} transfers: {out[v]}")
+    return out
 
 
 def parse_fastsocket(text: str) -> dict[str, int]:
@@ -569,6 +581,8 @@ def main() -> int:
         if counts:
             data[key] = counts
             print_counts(counts, args.top, stem)
+    if "line_transfers_per_request" in data:
+        data["break_even"] = print_break_even(data["instructions_per_request"], data["line_transfers_per_request"])
     (outdir / "results.json").write_text(json.dumps({"accel": args.accel, **data}, indent=1))
     plot(data, outdir / "proxy.png")
     print(f"\ndata and plot: {outdir}")

@@ -162,3 +162,18 @@ def by_symbol(counts: Counter[int], ksyms: Kallsyms, umaps: UserMaps | None = No
     for addr, n in counts.items():
         out[umaps.name(addr) if umaps and addr < KERNEL_BASE else ksyms.name(addr)] += n
     return out
+
+
+def break_even(d_insns: float, d_lines: float) -> str:
+    """What a variant's changes in instructions and in cache-line transfers per event (variant minus
+    stock) add up to, as the cost of one transfer, in instruction times, at which the two balance."""
+    if d_insns == 0 and d_lines == 0:
+        return "the same instructions and transfers"
+    if d_insns <= 0 and d_lines <= 0:
+        return "fewer instructions and fewer transfers: cheaper whatever a transfer costs"
+    if d_insns >= 0 and d_lines >= 0:
+        return "more instructions and more transfers: dearer whatever a transfer costs"
+    cost = abs(d_insns / d_lines)
+    if d_lines < 0:
+        return f"cheaper wherever a cache-line transfer costs more than {cost:.1f} instruction times"
+    return f"cheaper only while a cache-line transfer costs less than {cost:.1f} instruction times"

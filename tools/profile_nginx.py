@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import VARIANTS, parse_wrk, start_nginx
 from guestrun import REPO, results_dir, run_guest
-from insncount import Kallsyms, UserMaps, by_symbol, read_snapshot
+from insncount import Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
 from insncount import build as build_insncount
 
 REPORT_LINE = re.compile(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[.\]\s+(.+?)\s*$")
@@ -175,6 +175,11 @@ def main_count(args: argparse.Namespace) -> int:
         for key, b, o, d in diff_table(base, other, args.top):
             print(f"{d:+9.1f} {b:9.1f} {o:11.1f}  {key}")
         result["instructions" if stem == "insns" else "line_transfers"] = data
+        totals = [sum(data[v]["per_request"].values()) for v in ("stock", args.variant)]
+        result[f"{stem}_difference"] = totals[1] - totals[0]
+    if args.lines:
+        result["break_even"] = break_even(result["insns_difference"], result["lines_difference"])
+        print(f"\n{args.variant} against stock: {result['break_even']}")
     (outdir / "profile.json").write_text(json.dumps(result, indent=1))
     print(f"\nsnapshots and data: {outdir}")
     return 0

@@ -452,6 +452,15 @@ def test_insncount_lines_counts_transfers_between_vcpus_in_kernel_memory(tmp_pat
     assert opts.endswith(f",out={tmp_path / 'insns'},lines={tmp_path / 'lines'}")
 
 
+def test_break_even_weighs_extra_instructions_against_saved_transfers() -> None:
+    ic = load("insncount")
+    assert ic.break_even(1000, -200).endswith("costs more than 5.0 instruction times")
+    assert ic.break_even(-1000, 200).endswith("costs less than 5.0 instruction times")
+    assert "whatever" in ic.break_even(-5, -1) and "cheaper" in ic.break_even(0, -1)
+    assert "dearer" in ic.break_even(5, 1) and "dearer" in ic.break_even(5, 0)
+    assert ic.break_even(0, 0) == "the same instructions and transfers"
+
+
 def test_insncount_names_user_addresses_by_dso_and_function(tmp_path: Path) -> None:
     ic = load("insncount")
     tools = ic.build(tmp_path)
