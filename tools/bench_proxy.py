@@ -268,7 +268,7 @@ def print_break_even(insns: dict[str, dict[str, float]], lines: dict[str, dict[s
     for v in list(insns)[1:]:
         di = sum(insns[v].values()) - sum(insns["stock"].values())
         dl = sum(lines[v].values()) - sum(lines["stock"].values())
-        out[v] = break_even(di, dl)
+        out[v] = "A/A control: its differences are the noise floor" if v == CONTROL else break_even(di, dl)
         print(f"{v}: {di:+.0f} instructions, {dl:+.1f} transfers: {out[v]}")
     return out
 
