@@ -1512,6 +1512,22 @@ static inline void fsocket_ready(void)
 		pthread_once(&setup_once, fsocket_setup_once);
 }
 
+/*
+ * The common case of the hottest wrappers, tested before anything else so
+ * that it compiles to a few loads and a tail jump into libc, with no stack
+ * frame: set up, the real function found, and fd carries none of @bits.
+ * Everything else goes the slow way, which repeats the tests in order.
+ * @real is read before setup_done (it is an argument): a pointer read
+ * before setup finished is NULL, which only sends the call the slow way.
+ */
+static inline bool fast_pass(const void *real, int fd, unsigned int bits)
+{
+	return __builtin_expect(__atomic_load_n(&setup_done, __ATOMIC_ACQUIRE) && real &&
+				!(fdf_get(fd) & bits), 1);
+}
+
+#define SLOW_PATH __attribute__((noinline, cold))
+
 __attribute__((constructor)) static void fsocket_init(void)
 {
 	fsocket_ready();
@@ -1620,7 +1636,7 @@ EXPORT int listen(int fd, int backlog)
 	return ret;
 }
 
-EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
+static SLOW_PATH int accept_slow(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 {
 	int ret;
 
@@ -1634,7 +1650,14 @@ EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 	return real_accept(fd, addr, len);
 }
 
-EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags)
+EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
+{
+	if (fast_pass(real_accept, fd, FD_KLOCAL | FD_LISTENER))
+		return real_accept(fd, addr, len);
+	return accept_slow(fd, addr, len);
+}
+
+static SLOW_PATH int accept4_slow(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags)
 {
 	int ret;
 
@@ -1648,7 +1671,14 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int fla
 	return real_accept4(fd, addr, len, flags);
 }
 
-EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int flags)
+{
+	if (fast_pass(real_accept4, fd, FD_KLOCAL | FD_LISTENER))
+		return real_accept4(fd, addr, len, flags);
+	return accept4_slow(fd, addr, len, flags);
+}
+
+static SLOW_PATH int epoll_ctl_slow(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	struct lsn *rec;
 	int ret, saved, cancel;
@@ -1672,7 +1702,14 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	return ret;
 }
 
-EXPORT int close(int fd)
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	if (fast_pass(real_epoll_ctl, fd, FD_LISTENER))
+		return real_epoll_ctl(epfd, op, fd, ev);
+	return epoll_ctl_slow(epfd, op, fd, ev);
+}
+
+static SLOW_PATH int close_slow(int fd)
 {
 	fsocket_ready();
 	if (!real_close) {
@@ -1682,6 +1719,13 @@ EXPORT int close(int fd)
 	if (fdf_get(fd))
 		fd_closing(fd);
 	return real_close(fd);
+}
+
+EXPORT int close(int fd)
+{
+	if (fast_pass(real_close, fd, ~0U))
+		return real_close(fd);
+	return close_slow(fd);
 }
 
 EXPORT int dup2(int oldfd, int newfd)
