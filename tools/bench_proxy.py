@@ -425,7 +425,8 @@ def plot(data: dict, path: Path) -> None:
 
     vs = data["variants"]
     names = tuple(vs)  # the variants of this run, stock first
-    panels = 3 if data["lock_stat"] else 2
+    lines = data.get("line_transfers_per_request")
+    panels = 2 + bool(data["lock_stat"]) + bool(lines)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5))
     colors = ["tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:purple"][: len(names)]
     axes[0].bar(names, [vs[v]["cps"] for v in names], color=colors)
@@ -447,6 +448,9 @@ def plot(data: dict, path: Path) -> None:
         axes[2].invert_yaxis()
         axes[2].set_xlabel("acq-bounces per proxied request")
         axes[2].legend()
+    if lines:
+        axes[-1].bar(names, [sum(lines[v].values()) for v in names], color=colors)
+        axes[-1].set_ylabel("cache-line transfers between vCPUs per request (model)")
     fig.suptitle("HAProxy proxy, short backend connections: stock vs fastsocket RFD")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
