@@ -102,6 +102,25 @@ def start_nginx(
     ]
 
 
+def client_network(cpus: int, net: str, client_cpus: int) -> tuple[list[str], str, str, str, int]:
+    """Where wrk runs: (setup lines, nginx's address, wrk's command prefix, nginx's prefix, wrk threads).
+
+    loopback: wrk beside nginx on its vCPUs. veth: wrk in another namespace behind a veth pair with
+    RPS, on nginx's vCPUs or, with client_cpus, on that many vCPUs after them."""
+    if client_cpus and net != "veth":
+        raise ValueError("client CPUs of their own need --net veth (on loopback a SYN is processed on wrk's CPU)")
+    if net != "veth":
+        return [], "127.0.0.1", "", "", cpus
+    client, server, threads = "ip netns exec nbC ", "", cpus
+    smask = cmask = cpu_mask(0, cpus)
+    if client_cpus:
+        cmask = cpu_mask(cpus, client_cpus)
+        client += taskset(cpus, client_cpus)
+        server = taskset(0, cpus)
+        threads = client_cpus
+    return [step.format(smask=smask, cmask=cmask) for step in VETH_SETUP], "10.96.0.2", client, server, threads
+
+
 def guest_script(
     kernel_dir: Path,
     cpus: int,
@@ -114,20 +133,9 @@ def guest_script(
 ) -> str:
     """The guest's run: nginx on CPUs 0..cpus-1; wrk (per_cpu connections per nginx CPU) on the client_cpus after
     them (0: on the same ones)."""
-    if client_cpus and net != "veth":
-        raise ValueError("client CPUs of their own need --net veth (on loopback a SYN is processed on wrk's CPU)")
     lib = kernel_dir / "libfsocket.so"
-    lines = ["ulimit -n 65536"]
-    addr, client, server, threads = "127.0.0.1", "", "", cpus
-    if net == "veth":
-        addr, client = "10.96.0.2", "ip netns exec nbC "
-        smask = cmask = cpu_mask(0, cpus)
-        if client_cpus:
-            cmask = cpu_mask(cpus, client_cpus)
-            client += taskset(cpus, client_cpus)
-            server = taskset(0, cpus)
-            threads = client_cpus
-        lines += [step.format(smask=smask, cmask=cmask) for step in VETH_SETUP]
+    net_lines, addr, client, server, threads = client_network(cpus, net, client_cpus)
+    lines = ["ulimit -n 65536", *net_lines]
     # Interleaved, and each round starts one variant later: drift and position hit all alike.
     order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
     for r, v in order:

@@ -35,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import VARIANTS, parse_wrk, start_nginx
+from bench_nginx import VARIANTS, client_network, parse_wrk, start_nginx
 from guestrun import REPO, results_dir, run_guest
 from insncount import Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
 from insncount import build as build_insncount
@@ -93,17 +93,29 @@ def guest_script(kernel_dir: Path, variant: str, cpus: int, seconds: int, rounds
     return "\n".join(lines)
 
 
-def count_script(kernel_dir: Path, variant: str, cpus: int, seconds: int, rounds: int, marker: Path) -> str:
-    """Like guest_script, but each wrk run sits between two markers: the plugin's snapshots 2i+1 are run i."""
+def count_script(
+    kernel_dir: Path,
+    variant: str,
+    cpus: int,
+    seconds: int,
+    rounds: int,
+    marker: Path,
+    client_cpus: int = 0,
+    per_cpu: int = 4,
+) -> str:
+    """Like guest_script, but each wrk run sits between two markers: the plugin's snapshots 2i+1 are run i.
+
+    client_cpus: wrk behind a veth pair with RPS, on that many vCPUs of its own (0: loopback, beside nginx)."""
     lib = kernel_dir / "libfsocket.so"
-    lines = ["ulimit -n 65536", "echo 0 > /proc/sys/kernel/kptr_restrict"]
-    addr = "127.0.0.1"
+    net = "veth" if client_cpus else "loopback"
+    net_lines, addr, client, server, threads = client_network(cpus, net, client_cpus)
+    lines = ["ulimit -n 65536", "echo 0 > /proc/sys/kernel/kptr_restrict", *net_lines]
     for tag in run_order(variant, rounds):
         lines += [
-            *start_nginx(tag.rsplit("-", 1)[0], lib, cpus, addr),
+            *start_nginx(tag.rsplit("-", 1)[0], lib, cpus, addr, client, server),
             f"{marker}",
-            f"wrk -t{cpus} -c{4 * cpus} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
-            f" > $OUT/{tag}.wrk",
+            f"{client}wrk -t{threads} -c{per_cpu * cpus} -d{seconds}s -H 'Connection: close'"
+            f" http://{addr}:8088/index.html > $OUT/{tag}.wrk",
             f"{marker}",
             f"cat /proc/kallsyms > $OUT/{tag}.kallsyms",
             "for p in $NGINX $(cat /proc/$NGINX/task/$NGINX/children); do",
@@ -149,12 +161,21 @@ def collect_counts(
 def main_count(args: argparse.Namespace) -> int:
     outdir = results_dir(f"profile-{args.variant}")
     tools = build_insncount(REPO / "out" / "tools" / "insncount")
-    script = count_script(args.kernel_dir, args.variant, args.cpus, args.seconds, args.rounds, tools.marker)
+    script = count_script(
+        args.kernel_dir,
+        args.variant,
+        args.cpus,
+        args.seconds,
+        args.rounds,
+        tools.marker,
+        args.client_cpus,
+        args.connections_per_cpu,
+    )
     run_guest(
         args.kernel_dir,
         script,
         outdir,
-        cpus=args.cpus,
+        cpus=args.cpus + args.client_cpus,
         accel="icount",
         timeout=3600 * (3 if args.lines else 1),
         qemu_opts=tools.qemu_opts(outdir / "insns", outdir / "lines" if args.lines else None),
@@ -212,10 +233,25 @@ def main() -> int:
         action="store_true",
         help="--method count only: also count cache-line transfers between vCPUs in kernel memory (QEMU 2-5x slower)",
     )
+    ap.add_argument(
+        "--client-cpus",
+        type=int,
+        default=0,
+        metavar="K",
+        help="--method count only: wrk in another namespace behind a veth pair with RPS, on K vCPUs of its own"
+        " (default 0: over loopback beside nginx)",
+    )
+    ap.add_argument(
+        "--connections-per-cpu", type=int, default=4, metavar="K", help="wrk connections per nginx vCPU (default 4)"
+    )
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     if min(args.cpus, args.seconds, args.rounds, args.top) < 1 or args.period < 1000:
         ap.error("--cpus, --seconds, --rounds and --top must be at least 1, --period at least 1000")
+    if args.client_cpus < 0 or not 1 <= args.connections_per_cpu <= 1000:
+        ap.error("--client-cpus must be 0 or more and --connections-per-cpu 1 to 1000")
+    if args.client_cpus and args.method != "count":
+        ap.error("--client-cpus needs --method count")
     if args.lines and args.method != "count":
         ap.error("--lines needs --method count (the counting plugin models the caches)")
     if not (args.kernel_dir / "manifest.json").exists():

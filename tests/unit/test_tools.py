@@ -478,6 +478,19 @@ def test_insncount_names_user_addresses_by_dso_and_function(tmp_path: Path) -> N
     assert named == {"[user] insncount.so snapshot": 5, ic.USER: 2, "tcp_v4_rcv": 1}
 
 
+def test_profile_count_script_puts_wrk_behind_veth_on_its_own_cpus() -> None:
+    pn, bn = load("profile_nginx"), load("bench_nginx")
+    script = pn.count_script(Path("/k"), "fastsocket", 2, 3, 1, Path("/m/fsmark"), client_cpus=2, per_cpu=16)
+    runs = [line for line in script.splitlines() if " wrk -t" in line and "$OUT/" in line]
+    assert len(runs) == 2 and all(r.startswith(f"ip netns exec nbC {bn.taskset(2, 2)}wrk -t2 -c32 ") for r in runs)
+    assert all("http://10.96.0.2:8088/" in r for r in runs)
+    assert "ip netns add nbC" in script and f"{bn.taskset(0, 2)}env LD_PRELOAD=/k/libfsocket.so nginx" in script
+    loop = pn.count_script(Path("/k"), "fastsocket", 2, 3, 1, Path("/m/fsmark"))
+    assert "nbC" not in loop and "wrk -t2 -c8 -d3s -H 'Connection: close' http://127.0.0.1:8088/" in loop
+    with pytest.raises(ValueError, match="veth"):
+        bn.client_network(2, "loopback", 2)
+
+
 def test_profile_count_script_puts_each_run_between_two_markers_and_reads_them(tmp_path: Path) -> None:
     pn = load("profile_nginx")
     ic = load("insncount")
@@ -646,6 +659,8 @@ def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
         ("bench_proxy", ["--count", "--profile", "20000", "--accel", "icount"]),
         ("bench_proxy", ["--lines", "--accel", "icount"]),
         ("profile_nginx", ["--lines", "--method", "perf"]),
+        ("profile_nginx", ["--client-cpus", "2", "--method", "perf"]),
+        ("profile_nginx", ["--connections-per-cpu", "0"]),
         ("bench_nginx", ["--connections-per-cpu", "1001"]),
     ],
 )
@@ -655,4 +670,4 @@ def test_benchmarks_reject_bad_load_and_profile_options(tool, argv, monkeypatch,
     with pytest.raises(SystemExit) as exc:
         mod.main()
     assert exc.value.code == 2
-    assert re.search(r"--(connections-per-cpu|profile|count|lines)", capsys.readouterr().err)
+    assert re.search(r"--(connections-per-cpu|profile|count|lines|client-cpus)", capsys.readouterr().err)
