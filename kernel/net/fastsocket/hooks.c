@@ -763,8 +763,9 @@ static bool fs_listening(const struct net *net, int family, const void *daddr,
  * connection's local port names its CPU, so its packets go there
  * (returned); passive ones are left to RSS/RPS (-1).
  */
-static int fs_rx_cpu_of(const struct net *net, int family, const void *daddr,
-			const struct tcphdr *th)
+static __always_inline int fs_rx_cpu_of(const struct net *net, int family,
+					const void *daddr,
+					const struct tcphdr *th)
 {
 	unsigned short sport = ntohs(th->source), dport = ntohs(th->dest);
 	unsigned int cpu;
@@ -844,7 +845,8 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 		if (iph->version != 4 || thoff < sizeof(*iph) ||
 		    iph->protocol != IPPROTO_TCP || ip_is_fragment(iph))
 			return -1;
-		if (hlen < thoff + 4)	/* the ports: all fs_rx_cpu_of() reads */
+		/* A whole TCP header, as fs_rx_cpu_copied() asks for */
+		if (hlen < thoff + sizeof(struct tcphdr))
 			return fs_rx_cpu_copied(skb, net);
 		return fs_rx_cpu_of(net, AF_INET, &iph->daddr,
 				    (const struct tcphdr *)(skb->data + thoff));
@@ -852,7 +854,7 @@ int __fastsocket_rx_cpu(const struct sk_buff *skb)
 	if (!IS_ENABLED(CONFIG_IPV6) || skb->protocol != htons(ETH_P_IPV6))
 		return -1;
 	ip6h = (const struct ipv6hdr *)skb->data;
-	if (hlen < sizeof(*ip6h) + 4)
+	if (hlen < sizeof(*ip6h) + sizeof(struct tcphdr))
 		return fs_rx_cpu_copied(skb, net);
 	if (ip6h->version != 6 || ip6h->nexthdr != IPPROTO_TCP)
 		return -1;
