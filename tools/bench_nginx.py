@@ -121,6 +121,20 @@ def client_network(cpus: int, net: str, client_cpus: int) -> tuple[list[str], st
     return [step.format(smask=smask, cmask=cmask) for step in VETH_SETUP], "10.96.0.2", client, server, threads
 
 
+def warm_up(
+    lib: Path, cpus: int, addr: str, client: str, server: str, threads: int, conns: int, seconds: int
+) -> list[str]:
+    """Guest script lines: one stock run that nothing measures, before the measured ones. The boot's
+    first run also pays for the kernel's cold state (neighbour entries, slab pages), which would
+    otherwise all land on stock's first round."""
+    return [
+        *start_nginx("stock", lib, cpus, addr, client, server),
+        f"{client}wrk -t{threads} -c{conns} -d{seconds}s -H 'Connection: close' http://{addr}:8088/index.html"
+        " > /dev/null",
+        "kill $NGINX; wait $NGINX || true",
+    ]
+
+
 def guest_script(
     kernel_dir: Path,
     cpus: int,
@@ -135,7 +149,7 @@ def guest_script(
     them (0: on the same ones)."""
     lib = kernel_dir / "libfsocket.so"
     net_lines, addr, client, server, threads = client_network(cpus, net, client_cpus)
-    lines = ["ulimit -n 65536", *net_lines]
+    lines = ["ulimit -n 65536", *net_lines, *warm_up(lib, cpus, addr, client, server, threads, per_cpu * cpus, seconds)]
     # Interleaved, and each round starts one variant later: drift and position hit all alike.
     order = [(r, variants[(r + k) % len(variants)]) for r in range(rounds) for k in range(len(variants))]
     for r, v in order:

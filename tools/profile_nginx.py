@@ -35,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nginx import VARIANTS, client_network, parse_wrk, start_nginx
+from bench_nginx import VARIANTS, client_network, parse_wrk, start_nginx, warm_up
 from guestrun import REPO, results_dir, run_guest
 from insncount import Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
 from insncount import build as build_insncount
@@ -110,6 +110,7 @@ def count_script(
     net = "veth" if client_cpus else "loopback"
     net_lines, addr, client, server, threads = client_network(cpus, net, client_cpus)
     lines = ["ulimit -n 65536", "echo 0 > /proc/sys/kernel/kptr_restrict", *net_lines]
+    lines += warm_up(lib, cpus, addr, client, server, threads, per_cpu * cpus, seconds)
     for tag in run_order(variant, rounds):
         lines += [
             *start_nginx(tag.rsplit("-", 1)[0], lib, cpus, addr, client, server),

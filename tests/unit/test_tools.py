@@ -120,7 +120,8 @@ def test_nginx_bench_veth_puts_wrk_across_rps() -> None:
     veth = bn.guest_script(Path("/k"), 4, 3, 1, net="veth")
     assert "echo f > /sys/class/net/vnS/queues/rx-0/rps_cpus" in veth
     assert "ip netns exec nbC wrk -t4 -c16 -d3s -H 'Connection: close' http://10.96.0.2:8088/" in veth
-    assert veth.count("listen 10.96.0.2:8088 reuseport;") == 1 and veth.count("listen 10.96.0.2:8088;") == 3
+    assert veth.count("listen 10.96.0.2:8088 reuseport;") == 1  # warm-up and the others: stock's listen
+    assert veth.count("listen 10.96.0.2:8088;") == 3 + 1
 
 
 def test_nginx_bench_client_cpus_keep_wrk_off_the_servers_cpus() -> None:
@@ -128,7 +129,7 @@ def test_nginx_bench_client_cpus_keep_wrk_off_the_servers_cpus() -> None:
     script = bn.guest_script(Path("/k"), 2, 3, 1, net="veth", client_cpus=2)
     assert "echo 3 > /sys/class/net/vnS/queues/rx-0/rps_cpus" in script  # nginx's SYNs on CPUs 0-1
     assert "echo c > /sys/class/net/vnC/queues/rx-0/rps_cpus" in script  # wrk's softirqs on CPUs 2-3
-    assert script.count("taskset -c 0-1 ") == 4 and "worker_cpu_affinity 01 10;" in script
+    assert script.count("taskset -c 0-1 ") == 4 + 1 and "worker_cpu_affinity 01 10;" in script  # + warm-up
     assert script.count("taskset -c 0-1 env LD_PRELOAD=/k/libfsocket.so nginx -c") == 2
     assert "ip netns exec nbC taskset -c 2-3 wrk -t2 -c8 -d3s" in script
     assert bn.worker_affinity(3) == "001 010 100" and bn.cpu_mask(4, 2) == "30"
@@ -483,6 +484,7 @@ def test_profile_count_script_puts_wrk_behind_veth_on_its_own_cpus() -> None:
     script = pn.count_script(Path("/k"), "fastsocket", 2, 3, 1, Path("/m/fsmark"), client_cpus=2, per_cpu=16)
     runs = [line for line in script.splitlines() if " wrk -t" in line and "$OUT/" in line]
     assert len(runs) == 2 and all(r.startswith(f"ip netns exec nbC {bn.taskset(2, 2)}wrk -t2 -c32 ") for r in runs)
+    assert script.index("> /dev/null\nkill $NGINX") < script.index("/m/fsmark")  # a warm-up run, uncounted
     assert all("http://10.96.0.2:8088/" in r for r in runs)
     assert "ip netns add nbC" in script and f"{bn.taskset(0, 2)}env LD_PRELOAD=/k/libfsocket.so nginx" in script
     loop = pn.count_script(Path("/k"), "fastsocket", 2, 3, 1, Path("/m/fsmark"))
@@ -496,8 +498,10 @@ def test_profile_count_script_puts_each_run_between_two_markers_and_reads_them(t
     ic = load("insncount")
     script = pn.count_script(Path("/k"), "fastsocket", 2, 3, 2, Path("/m/fsmark"))
     lines = script.splitlines()
-    runs = [i for i, line in enumerate(lines) if line.startswith("wrk ")]
+    runs = [i for i, line in enumerate(lines) if line.startswith("wrk ") and "$OUT/" in line]
     assert [lines[i].split("$OUT/")[1] for i in runs] == [f"{t}.wrk" for t in pn.run_order("fastsocket", 2)]
+    warm = [i for i, line in enumerate(lines) if line.startswith("wrk ") and line.endswith("> /dev/null")]
+    assert len(warm) == 1 and warm[0] < lines.index("/m/fsmark") < runs[0]  # before any count
     assert all(lines[i - 1] == lines[i + 1] == "/m/fsmark" for i in runs)
     assert script.count("/m/fsmark") == 8
     order = pn.run_order("fastsocket", 2)
@@ -536,7 +540,7 @@ def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environm
     bp = load("bench_proxy")
     variants = ("stock", "fastsocket-listen", "fastsocket-nosteer")
     script = bp.guest_script(Path("/k"), 2, 1, 1, variants)
-    haproxy = [line for line in script.splitlines() if "haproxy -db" in line]
+    haproxy = [line for line in script.splitlines() if "haproxy -db" in line and "warmup" not in line]
     assert len(haproxy) == 3
     assert not any("LD_PRELOAD" in line for line in haproxy if "haproxy-stock-0" in line)
     listen = next(line for line in haproxy if "haproxy-fastsocket-listen-0" in line)
@@ -545,14 +549,25 @@ def test_bench_proxy_decomposition_variants_set_up_their_own_module_and_environm
     assert "ehash_partition" not in script  # only the variants asked for
 
 
+def test_bench_proxy_warms_up_with_an_uncounted_stock_run_first() -> None:
+    bp = load("bench_proxy")
+    lines = bp.guest_script(Path("/k"), 2, 3, 1, ("stock", "fastsocket"), marker=Path("/m/fsmark")).splitlines()
+    warm = next(i for i, line in enumerate(lines) if "haproxy-warmup.log" in line)
+    run = next(i for i, line in enumerate(lines) if line.endswith("> /dev/null") and "wrk -t2 -c8 -d3s" in line)
+    assert lines[warm - 1] == bp._UNLOAD and "LD_PRELOAD" not in lines[warm]
+    assert warm < run < lines.index("/m/fsmark") and lines[run + 1] == "kill $HAP; wait $HAP || true"
+
+
 def test_the_a_a_control_runs_exactly_as_stock_in_both_benchmarks() -> None:
     bn, bp = load("bench_nginx"), load("bench_proxy")
     script = bn.guest_script(Path("/k"), 2, 3, 2, net="veth", variants=("stock", bn.CONTROL))
-    assert script.count("nginx -c /tmp/bench-nginx/nginx.conf -p") == 4  # 2 variants x 2 rounds
+    assert script.count("nginx -c /tmp/bench-nginx/nginx.conf -p") == 4 + 1  # 2 variants x 2 rounds, warm-up
+    warm = script.index("> /dev/null\nkill $NGINX")
+    assert warm < script.index("$OUT/") and "LD_PRELOAD" not in script[:warm]
     assert "LD_PRELOAD" not in script and "reuseport" not in script and "modprobe fastsocket" not in script
     assert "$OUT/stock-again-2-1.wrk" in script and "$OUT/stock-2-1.wrk" in script
     proxy = bp.guest_script(Path("/k"), 2, 1, 1, ("stock", bp.CONTROL, "fastsocket"))
-    haproxy = [line for line in proxy.splitlines() if "haproxy -db" in line]
+    haproxy = [line for line in proxy.splitlines() if "haproxy -db" in line and "warmup" not in line]
     assert [("LD_PRELOAD" in line) for line in haproxy] == [False, False, True]
 
 
@@ -563,7 +578,7 @@ def test_bench_proxy_haproxy_global_lines_reach_every_variant() -> None:
     )
     cfg = script.split("haproxy.cfg <<'CONF'\n", 1)[1].split("CONF", 1)[0]
     assert "    maxconn 20000\n    tune.listener.multi-queue off\ndefaults" in cfg
-    assert script.count("haproxy -db -f /tmp/px/haproxy.cfg") == 4  # one config, every run
+    assert script.count("haproxy -db -f /tmp/px/haproxy.cfg") == 5  # one config, every run and the warm-up
     plain = bp.guest_script(Path("/k"), 2, 1, 1, ("stock",))
     assert "    maxconn 20000\ndefaults" in plain
 
@@ -573,7 +588,7 @@ def test_bench_proxy_client_cpus_leave_haproxy_alone_on_its_cpus() -> None:
     script = bp.guest_script(Path("/k"), 2, 3, 1, ("stock", "fastsocket"), client_cpus=2)
     assert "bind 10.94.0.2:8094" in script and "worker_processes 2;" in script
     assert "ip netns exec pxS taskset -c 2-3 nginx" in script
-    assert script.count("ip netns exec pxC taskset -c 0-1 ") == 4  # HAProxy and the probe, per variant
+    assert script.count("ip netns exec pxC taskset -c 0-1 ") == 5  # HAProxy and the probe per variant; warm-up
     assert "ip netns exec pxW taskset -c 2-3 wrk -t2 -c8 -d3s" in script
     for dev, mask in (("vpC", "3"), ("vwC", "3"), ("vpS", "c"), ("vwW", "c")):
         assert f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus" in script
@@ -595,7 +610,7 @@ def test_bench_proxy_profile_records_every_wrk_run_and_reports_it(tmp_path: Path
     bp = load("bench_proxy")
     script = bp.guest_script(Path("/k"), 2, 1, 2, ("stock", "fastsocket"), profile=20000)
     lines = script.splitlines()
-    wrk = [line for line in lines if "Connection: close" in line and "8094" in line]
+    wrk = [line for line in lines if "Connection: close" in line and "8094" in line and "$OUT/" in line]
     assert len(wrk) == 4 and all(line.startswith("perf record -q -a -e cpu-clock -c 20000 ") for line in wrk)
     assert sum("perf report -i /tmp/perf.data" in line for line in lines) == 4
     assert "perf record" not in bp.guest_script(Path("/k"), 2, 1, 1, ("stock",))
@@ -620,7 +635,7 @@ def test_bench_proxy_count_puts_each_wrk_run_between_markers_and_reads_them(tmp_
     variants = ("stock", "fastsocket")
     script = bp.guest_script(Path("/k"), 2, 3, 2, variants, client_cpus=2, marker=Path("/m/fsmark"))
     lines = script.splitlines()
-    runs = [i for i, line in enumerate(lines) if " wrk -t2 -c8 -d3s" in line]
+    runs = [i for i, line in enumerate(lines) if " wrk -t2 -c8 -d3s" in line and "$OUT/" in line]
     order = bp.run_order(variants, 2)
     assert [lines[i].split("$OUT/")[1] for i in runs] == [f"{v}-{r}.wrk" for r, v in order]
     assert all(lines[i - 1] == lines[i + 1] == "/m/fsmark" for i in runs)
