@@ -65,7 +65,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import CONTROL, cpu_mask, paired_ratio, parse_wrk, taskset
 from guestrun import REPO, add_accel_argument, results_dir, run_guest
-from insncount import Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
+from insncount import MAX_LINE_VCPUS, Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
 from insncount import build as build_insncount
 from kcounters import SNAPSHOT, format_table, median_counters, per_connection
 from lock_report import parse_lock_stat
@@ -532,6 +532,8 @@ def main() -> int:
         ap.error("--count needs --accel icount (the plugin counts instructions of the icount clock)")
     if args.lines and not args.count:
         ap.error("--lines works with --count (the same plugin takes both): add --count")
+    if args.lines and args.cpus + args.client_cpus > MAX_LINE_VCPUS:
+        ap.error(f"--lines models at most {MAX_LINE_VCPUS} vCPUs: --cpus plus --client-cpus is more")
     if args.count and args.profile:
         ap.error("--count and --profile are two ways of the same thing: take one")
     if args.top < 1:

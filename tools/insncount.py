@@ -28,6 +28,7 @@ USER = "[user]"
 UNKNOWN = "[kernel, unknown]"
 KERNEL_BASE = 0xFFFF800000000000  # x86_64: the upper half is the kernel's
 MAX_FUNCTION = 1 << 16  # farther than this past the symbol before it, an address names none
+MAX_LINE_VCPUS = 15  # the plugin's line model keeps its holders in a 15-bit mask (insncount.c)
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,13 @@ def break_even(d_insns: float, d_lines: float) -> str:
     stock) add up to, as the cost of one transfer, in instruction times, at which the two balance."""
     if d_insns == 0 and d_lines == 0:
         return "the same instructions and transfers"
+    changed = " and ".join(
+        f"{'fewer' if d < 0 else 'more'} {name}" for d, name in ((d_insns, "instructions"), (d_lines, "transfers")) if d
+    )
     if d_insns <= 0 and d_lines <= 0:
-        return "fewer instructions and fewer transfers: cheaper whatever a transfer costs"
+        return f"{changed}: cheaper whatever a transfer costs"
     if d_insns >= 0 and d_lines >= 0:
-        return "more instructions and more transfers: dearer whatever a transfer costs"
+        return f"{changed}: dearer whatever a transfer costs"
     cost = abs(d_insns / d_lines)
     if d_lines < 0:
         return f"cheaper wherever a cache-line transfer costs more than {cost:.1f} instruction times"

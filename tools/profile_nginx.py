@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nginx import VARIANTS, client_network, parse_wrk, start_nginx, warm_up
 from guestrun import REPO, results_dir, run_guest
-from insncount import Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
+from insncount import MAX_LINE_VCPUS, Kallsyms, UserMaps, break_even, by_symbol, read_snapshot
 from insncount import build as build_insncount
 
 REPORT_LINE = re.compile(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[.\]\s+(.+?)\s*$")
@@ -253,6 +253,10 @@ def main() -> int:
         ap.error("--client-cpus must be 0 or more and --connections-per-cpu 1 to 1000")
     if args.client_cpus and args.method != "count":
         ap.error("--client-cpus needs --method count")
+    if args.lines and args.cpus + args.client_cpus > MAX_LINE_VCPUS:
+        ap.error(f"--lines models at most {MAX_LINE_VCPUS} vCPUs: --cpus plus --client-cpus is more")
+    if args.connections_per_cpu != 4 and args.method != "count":
+        ap.error("--connections-per-cpu needs --method count (the perf method keeps 4 per vCPU)")
     if args.lines and args.method != "count":
         ap.error("--lines needs --method count (the counting plugin models the caches)")
     if not (args.kernel_dir / "manifest.json").exists():

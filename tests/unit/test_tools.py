@@ -394,6 +394,7 @@ void qemu_plugin_register_vcpu_mem_cb(struct qemu_plugin_insn *insn, mem_cb_t cb
                       enum qemu_plugin_cb_flags flags, enum qemu_plugin_mem_rw rw, void *userdata)
 { (void)insn; (void)flags; (void)rw; mem_cb = (void *)cb; mem_ud = userdata; }
 _Bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t info) { return info & 1; }
+unsigned int qemu_plugin_mem_size_shift(qemu_plugin_meminfo_t info) { return info >> 1; }
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, udata_cb_t cb, void *userdata)
 { (void)id; (void)cb; (void)userdata; }
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb) { (void)tb; return 2; }
@@ -447,6 +448,9 @@ def test_insncount_lines_counts_transfers_between_vcpus_in_kernel_memory(tmp_pat
     assert transfers(f"0 1 {line}\n1 1 {other}\n1 1 {far}\n0 1 {line}\n0 0 {far}\n") == 1  # only far bounced
     assert transfers("0 1 00007f0000001000\n1 0 00007f0000001000\n") == 0  # user space: not modelled
     assert transfers(f"0 1 {line}\n1 1 {line[:-1]}8\n") == 1  # same 64-byte line, other offset
+    # an 8-byte store (size shift 3: info 7) at 0x...103c spans the lines at 0x...1000 and 0x...1040
+    assert transfers(f"0 1 {line}\n0 1 {other}\n1 7 ffff88800000103c\n") == 2
+    assert transfers(f"0 1 {other}\n1 7 ffff888000001038\n") == 0  # 0x1038-0x103f: one line
     bad = subprocess.run([str(exe), f"out={tmp_path / 'i'}", "lines="], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "unknown argument" in bad.stderr
     opts = ic.build(tmp_path / "t").qemu_opts(tmp_path / "insns", tmp_path / "lines")
@@ -457,7 +461,9 @@ def test_break_even_weighs_extra_instructions_against_saved_transfers() -> None:
     ic = load("insncount")
     assert ic.break_even(1000, -200).endswith("costs more than 5.0 instruction times")
     assert ic.break_even(-1000, 200).endswith("costs less than 5.0 instruction times")
-    assert "whatever" in ic.break_even(-5, -1) and "cheaper" in ic.break_even(0, -1)
+    assert ic.break_even(-5, -1) == "fewer instructions and fewer transfers: cheaper whatever a transfer costs"
+    assert ic.break_even(0, -1) == "fewer transfers: cheaper whatever a transfer costs"
+    assert ic.break_even(-5, 0) == "fewer instructions: cheaper whatever a transfer costs"
     assert "dearer" in ic.break_even(5, 1) and "dearer" in ic.break_even(5, 0)
     assert ic.break_even(0, 0) == "the same instructions and transfers"
 
@@ -676,6 +682,9 @@ def test_both_benchmarks_open_the_asked_connections_per_cpu() -> None:
         ("profile_nginx", ["--lines", "--method", "perf"]),
         ("profile_nginx", ["--client-cpus", "2", "--method", "perf"]),
         ("profile_nginx", ["--connections-per-cpu", "0"]),
+        ("profile_nginx", ["--connections-per-cpu", "8", "--method", "perf"]),
+        ("profile_nginx", ["--lines", "--cpus", "8", "--client-cpus", "8"]),
+        ("bench_proxy", ["--count", "--lines", "--accel", "icount", "--cpus", "12", "--client-cpus", "4"]),
         ("bench_nginx", ["--connections-per-cpu", "1001"]),
     ],
 )

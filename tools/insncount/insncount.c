@@ -75,6 +75,7 @@ void qemu_plugin_register_vcpu_mem_cb(struct qemu_plugin_insn *insn, mem_cb_t cb
 				      enum qemu_plugin_cb_flags flags, enum qemu_plugin_mem_rw rw,
 				      void *userdata);
 _Bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t info);
+unsigned int qemu_plugin_mem_size_shift(qemu_plugin_meminfo_t info);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, udata_cb_t cb, void *userdata);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
@@ -167,16 +168,11 @@ static uint16_t *line_state(uint64_t line)
 	return &last_leaf->state[line & ((1u << LEAF_BITS) - 1)];
 }
 
-static void mem_access(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+static void line_access(struct block *b, uint16_t me, _Bool store, uint64_t line)
 {
-	struct block *b = udata;
-	uint16_t me, *s;
+	uint16_t *s = line_state(line);
 
-	if (vaddr < KERNEL_BASE || vcpu >= MAX_LINE_VCPUS)
-		return;
-	me = 1u << vcpu;
-	s = line_state(vaddr >> LINE_SHIFT);
-	if (qemu_plugin_mem_is_store(info)) {
+	if (store) {
 		if (*s & ~(DIRTY | me))
 			b->xfers++;	/* others held it: invalidated, or fetched if dirty */
 		*s = me | DIRTY;
@@ -185,6 +181,19 @@ static void mem_access(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t v
 			b->xfers++;	/* modified in another vCPU's cache */
 		*s = (*s & ~DIRTY) | me;
 	}
+}
+
+static void mem_access(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+	uint64_t first = vaddr >> LINE_SHIFT;
+	uint64_t last = (vaddr + (1u << qemu_plugin_mem_size_shift(info)) - 1) >> LINE_SHIFT;
+	_Bool store = qemu_plugin_mem_is_store(info);
+
+	if (vaddr < KERNEL_BASE || vcpu >= MAX_LINE_VCPUS)
+		return;
+	line_access(udata, 1u << vcpu, store, first);
+	if (last != first)	/* an access across two lines touches both */
+		line_access(udata, 1u << vcpu, store, last);
 }
 
 static struct block *new_block(void)
@@ -239,12 +248,12 @@ static void snapshot(unsigned int vcpu, void *udata)
 		for (i = 0; i < c->used; i++) {
 			struct block *b = &c->b[i];
 
-			if (!b->execs)
-				continue;
-			put_record(f, b->vaddr, b->execs * b->insns);
-			b->execs = 0;
+			/* a block's own marker resets execs before its later accesses */
+			if (b->execs)
+				put_record(f, b->vaddr, b->execs * b->insns);
 			if (b->xfers)
 				put_record(lf, b->vaddr, b->xfers);
+			b->execs = 0;
 			b->xfers = 0;
 		}
 	}
